@@ -1,0 +1,279 @@
+//! Every knob of the engine, with its default, in one place.
+//!
+//! Units are last in the names (`_bytes`, `_ms`). The same struct is read
+//! from the CLI's `--config FILE` (TOML); a missing field takes the default
+//! below, an unknown field is an error (a typo must not be silently ignored).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::log_segment::{MAX_FORMAT_KEY_BYTES, MAX_FORMAT_VALUE_BYTES, SEGMENT_HEADER_LEN};
+
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "hightower-data";
+
+/// When appended bytes are forced to stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// A write is acknowledged only after an fsync covering it returned.
+    /// Concurrent writers share one fsync (group commit).
+    Always,
+    /// A background flusher fsyncs every `sync_interval_ms`.
+    Interval,
+    /// No fsync on the write path; the kernel writes back when it likes.
+    Os,
+}
+
+/// What to do when a checksum fails somewhere other than the active tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryMode {
+    /// Refuse to open, naming the file and the offset.
+    Strict,
+    /// Keep every intact command, move the damaged file aside as
+    /// `*.corrupt`, and report what was dropped.
+    Salvage,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding segments and the lock file. Default `hightower-data`.
+    pub data_dir: PathBuf,
+    /// Fsync cadence. Default `always`.
+    pub sync: SyncMode,
+    /// Period of the background flusher when `sync = "interval"`. Default 100 ms.
+    pub sync_interval_ms: u64,
+    /// A segment is sealed and a new one started once it would grow past this.
+    /// Default 64 MiB; from 4 KiB to 2 GiB.
+    pub segment_size_bytes: u64,
+    /// Zeroed space written ahead of the log tail in the fsyncing modes, so an
+    /// fdatasync does not also have to journal a new file size. Default 1 MiB;
+    /// 0 disables; capped at a quarter of `segment_size_bytes`.
+    pub preallocate_bytes: u64,
+    /// Largest key accepted. Default 4096; at most 65535 (the format's limit).
+    pub max_key_bytes: u32,
+    /// Largest value accepted. Default 16 MiB; at most 1 GiB.
+    pub max_value_bytes: u32,
+    /// Most operations (and most conditions) in one batch. Default 10,000.
+    pub max_batch_ops: u32,
+    /// Largest encoded batch. Default 64 MiB; at most 1 GiB.
+    pub max_batch_bytes: u64,
+    /// Most bytes one group commit appends before it syncs and lets the next
+    /// group start. Default 4 MiB.
+    pub max_commit_group_bytes: u64,
+    /// Keys the index has room for before it first grows. Default 0.
+    pub index_initial_capacity: usize,
+    /// Occupancy at which the index doubles, in (0, 0.875]. Default 0.875
+    /// (the ceiling of the underlying SwissTable).
+    pub index_max_load_factor: f64,
+    /// Recovery policy for corruption outside the active tail. Default `strict`.
+    pub recovery: RecoveryMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            sync: SyncMode::Always,
+            sync_interval_ms: 100,
+            segment_size_bytes: 64 << 20,
+            preallocate_bytes: 1 << 20,
+            max_key_bytes: 4096,
+            max_value_bytes: 16 << 20,
+            max_batch_ops: 10_000,
+            max_batch_bytes: 64 << 20,
+            max_commit_group_bytes: 4 << 20,
+            index_initial_capacity: 0,
+            index_max_load_factor: 0.875,
+            recovery: RecoveryMode::Strict,
+        }
+    }
+}
+
+const MIN_SEGMENT_BYTES: u64 = 4 << 10;
+const MAX_SEGMENT_BYTES: u64 = 2 << 30;
+const MAX_BATCH_BYTES: u64 = 1 << 30;
+const MAX_LOAD_FACTOR: f64 = 0.875;
+
+impl Config {
+    /// A config for `data_dir` with every other field at its default.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            ..Config::default()
+        }
+    }
+
+    /// Parses TOML; unknown fields are refused.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|err| ConfigError {
+            field: "config file",
+            reason: err.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_millis(self.sync_interval_ms)
+    }
+
+    /// Checks every field against its range; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field, reason: String| Err(ConfigError { field, reason });
+        if self.data_dir.as_os_str().is_empty() {
+            return fail("data_dir", "must not be empty".into());
+        }
+        if self.sync == SyncMode::Interval && self.sync_interval_ms == 0 {
+            return fail(
+                "sync_interval_ms",
+                "must be at least 1 with sync = \"interval\"".into(),
+            );
+        }
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_size_bytes) {
+            return fail(
+                "segment_size_bytes",
+                format!(
+                    "{} is outside {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}",
+                    self.segment_size_bytes
+                ),
+            );
+        }
+        if self.max_key_bytes == 0 || self.max_key_bytes as usize > MAX_FORMAT_KEY_BYTES {
+            return fail(
+                "max_key_bytes",
+                format!("must be in 1..={MAX_FORMAT_KEY_BYTES}"),
+            );
+        }
+        if self.max_value_bytes as usize > MAX_FORMAT_VALUE_BYTES {
+            return fail(
+                "max_value_bytes",
+                format!("must be at most {MAX_FORMAT_VALUE_BYTES}"),
+            );
+        }
+        if self.max_batch_ops == 0 {
+            return fail("max_batch_ops", "must be at least 1".into());
+        }
+        let largest_single_record = crate::log_segment::RECORD_HEADER_LEN as u64
+            + u64::from(self.max_key_bytes)
+            + u64::from(self.max_value_bytes);
+        if self.max_batch_bytes < largest_single_record || self.max_batch_bytes > MAX_BATCH_BYTES {
+            return fail(
+                "max_batch_bytes",
+                format!(
+                    "must hold one largest record ({largest_single_record} bytes) and be at most {MAX_BATCH_BYTES}"
+                ),
+            );
+        }
+        if self.max_commit_group_bytes == 0 {
+            return fail("max_commit_group_bytes", "must be at least 1".into());
+        }
+        if !(self.index_max_load_factor > 0.0 && self.index_max_load_factor <= MAX_LOAD_FACTOR) {
+            return fail(
+                "index_max_load_factor",
+                format!(
+                    "{} is outside (0, {MAX_LOAD_FACTOR}]",
+                    self.index_max_load_factor
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Address space reserved for the active segment's memory map: a full
+    /// segment plus one oversized batch (a batch never spans two segments).
+    pub(crate) fn active_map_bytes(&self) -> u64 {
+        SEGMENT_HEADER_LEN as u64 + self.segment_size_bytes + self.max_batch_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_fills_missing_fields_with_defaults() {
+        let config = Config::from_toml("sync = \"interval\"\nsync_interval_ms = 5\n").unwrap();
+        assert_eq!(config.sync, SyncMode::Interval);
+        assert_eq!(config.sync_interval(), Duration::from_millis(5));
+        assert_eq!(
+            config.segment_size_bytes,
+            Config::default().segment_size_bytes
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = Config::from_toml("segment_size = 10\n").unwrap_err();
+        assert!(err.reason.contains("segment_size"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_field() {
+        let cases: Vec<(Config, &str)> = vec![
+            (
+                Config {
+                    segment_size_bytes: 10,
+                    ..Config::default()
+                },
+                "segment_size_bytes",
+            ),
+            (
+                Config {
+                    max_key_bytes: 70_000,
+                    ..Config::default()
+                },
+                "max_key_bytes",
+            ),
+            (
+                Config {
+                    max_key_bytes: 0,
+                    ..Config::default()
+                },
+                "max_key_bytes",
+            ),
+            (
+                Config {
+                    index_max_load_factor: 0.95,
+                    ..Config::default()
+                },
+                "index_max_load_factor",
+            ),
+            (
+                Config {
+                    max_batch_bytes: 10,
+                    ..Config::default()
+                },
+                "max_batch_bytes",
+            ),
+            (
+                Config {
+                    sync: SyncMode::Interval,
+                    sync_interval_ms: 0,
+                    ..Config::default()
+                },
+                "sync_interval_ms",
+            ),
+            (
+                Config {
+                    data_dir: PathBuf::new(),
+                    ..Config::default()
+                },
+                "data_dir",
+            ),
+        ];
+        for (config, field) in cases {
+            assert_eq!(config.validate().unwrap_err().field, field);
+        }
+    }
+}

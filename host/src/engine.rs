@@ -1,0 +1,442 @@
+//! [`KvEngine`]: the facade applications and the CLI use.
+//!
+//! Writes are validated, then group-committed through the [`CommitQueue`]
+//! into the [`KvState`] state machine; reads go straight to storage through a
+//! [`ReadContext`]. The engine is `Send + Sync`: share it with `Arc`.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::command::Command;
+use crate::commit_queue::{CommitQueue, Ticket};
+use crate::config::{Config, SyncMode};
+use crate::error::Result;
+use crate::fault::{IoFaults, NoFaults};
+use crate::metrics::{Counter, Latency, Metrics, MetricsHook, MetricsSnapshot};
+use crate::state::{KvState, Outcome};
+use crate::storage::{OpenReport, StorageStats, Versioned};
+
+/// What embedders may plug in besides the [`Config`].
+#[derive(Clone)]
+pub struct EngineOptions {
+    /// Receives every metric event in addition to the built-in counters.
+    pub metrics_hook: Option<Arc<dyn MetricsHook>>,
+    /// Fault injection for tests; `None` in production.
+    pub io_faults: Option<Arc<dyn IoFaults>>,
+    /// Start background threads (the interval flusher). Tests may turn this
+    /// off for determinism and call [`KvEngine::flush`] themselves; with
+    /// `sync = "interval"` nothing is then fsynced until they do.
+    pub background_threads: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            metrics_hook: None,
+            io_faults: None,
+            background_threads: true,
+        }
+    }
+}
+
+/// A command's log index and outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub log_index: u64,
+    pub outcome: Outcome,
+}
+
+/// Everything `hightower stats` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    pub data_dir: String,
+    pub sync: SyncMode,
+    pub storage: StorageStats,
+    pub metrics: MetricsSnapshot,
+    pub recovery: OpenReport,
+}
+
+struct Shared {
+    state: KvState,
+    queue: CommitQueue<Applied>,
+    metrics: Arc<Metrics>,
+}
+
+pub struct KvEngine {
+    shared: Arc<Shared>,
+    flusher: Option<Flusher>,
+    closed: bool,
+}
+
+impl KvEngine {
+    pub fn open(config: Config) -> Result<Self> {
+        Self::open_with(config, EngineOptions::default())
+    }
+
+    pub fn open_with(config: Config, options: EngineOptions) -> Result<Self> {
+        let metrics = Arc::new(Metrics::new(options.metrics_hook));
+        let faults = options.io_faults.unwrap_or_else(|| Arc::new(NoFaults));
+        let interval = (config.sync == SyncMode::Interval).then(|| config.sync_interval());
+        let queue = CommitQueue::new(config.max_commit_group_bytes);
+        let state = KvState::open(config, faults, metrics.clone())?;
+        let shared = Arc::new(Shared {
+            state,
+            queue,
+            metrics,
+        });
+        let flusher = match interval {
+            Some(period) if options.background_threads => {
+                Some(Flusher::start(shared.clone(), period))
+            }
+            _ => None,
+        };
+        Ok(KvEngine {
+            shared,
+            flusher,
+            closed: false,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        self.shared.state.storage().config()
+    }
+
+    /// The value of `key`, or `None`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_versioned(key)?.map(|v| v.value))
+    }
+
+    /// The value of `key` and the version that wrote it.
+    pub fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        let found = self.shared.state.get(key)?;
+        self.shared.metrics.add(Counter::Gets, 1);
+        Ok(found)
+    }
+
+    /// A context for reads; see [`ReadContext`].
+    pub fn read(&self) -> ReadContext<'_> {
+        ReadContext {
+            engine: self,
+            read_version: self.shared.state.storage().committed_version(),
+        }
+    }
+
+    /// Stores `value` under `key`; returns the new version.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        match self
+            .apply(Command::Set {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            })?
+            .outcome
+        {
+            Outcome::Set { version } => Ok(version),
+            other => unreachable!("a set yields Set, got {other:?}"),
+        }
+    }
+
+    /// Deletes `key`; returns the tombstone's version, or `None` if it was absent.
+    pub fn delete(&self, key: &[u8]) -> Result<Option<u64>> {
+        match self.apply(Command::Delete { key: key.to_vec() })?.outcome {
+            Outcome::Deleted { version } => Ok(version),
+            other => unreachable!("a delete yields Deleted, got {other:?}"),
+        }
+    }
+
+    /// Applies any command. A failed batch condition is an `Ok` outcome
+    /// ([`Outcome::ConditionFailed`]): it is a deterministic result, not an error.
+    pub fn apply(&self, command: Command) -> Result<Applied> {
+        command.validate(self.shared.state.limits())?;
+        let started = Instant::now();
+        let shared = &*self.shared;
+        let result = shared.queue.submit(command, |group| {
+            commit_group(&shared.state, &shared.metrics, group)
+        });
+        shared.metrics.observe(Latency::Commit, started.elapsed());
+        result
+    }
+
+    /// Fsyncs everything acknowledged so far, whatever the sync mode.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.state.storage().flush()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let storage = self.shared.state.storage();
+        Stats {
+            data_dir: storage.config().data_dir.display().to_string(),
+            sync: storage.config().sync,
+            storage: storage.stats(),
+            metrics: self.shared.metrics.snapshot(),
+            recovery: storage.open_report().clone(),
+        }
+    }
+
+    /// The state machine underneath, for replication and snapshots.
+    pub fn state(&self) -> &KvState {
+        &self.shared.state
+    }
+
+    /// Stops background threads, fsyncs, and releases the directory lock.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.closed, true) {
+            return Ok(());
+        }
+        drop(self.flusher.take());
+        if self.config().sync == SyncMode::Os {
+            Ok(())
+        } else {
+            self.flush()
+        }
+    }
+}
+
+impl Drop for KvEngine {
+    fn drop(&mut self) {
+        if let Err(err) = self.shutdown() {
+            tracing::error!(error = %err, "final fsync on drop failed");
+        }
+    }
+}
+
+/// Leader side of the commit queue: number the group's commands and apply them together.
+fn commit_group(state: &KvState, metrics: &Metrics, group: &[Arc<Ticket<Applied>>]) {
+    let first_index = state.last_applied() + 1;
+    let commands: Vec<(u64, &Command)> = group
+        .iter()
+        .enumerate()
+        .map(|(i, ticket)| (first_index + i as u64, &ticket.command))
+        .collect();
+    let results = state.apply_group(&commands);
+    metrics.add(Counter::CommitGroups, 1);
+    for ((ticket, (log_index, _)), result) in group.iter().zip(&commands).zip(results) {
+        ticket.complete(result.map(|outcome| Applied {
+            log_index: *log_index,
+            outcome,
+        }));
+    }
+}
+
+/// Reads through a context see every write acknowledged before the context
+/// was created (and possibly later ones), and return each value's version.
+/// It is where a replicated engine will check its read lease or read index;
+/// on a single node the local state is authoritative.
+pub struct ReadContext<'e> {
+    engine: &'e KvEngine,
+    read_version: u64,
+}
+
+impl ReadContext<'_> {
+    /// Every write with a version up to this one is visible to this context.
+    pub fn read_version(&self) -> u64 {
+        self.read_version
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        self.engine.get_versioned(key)
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.engine.shared.state.storage().version_of(key).is_some()
+    }
+}
+
+/// The `sync = "interval"` background flusher; stopped and joined on drop.
+struct Flusher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn start(shared: Arc<Shared>, period: Duration) -> Self {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("hightower-flusher".into())
+            .spawn(move || {
+                let (lock, wake) = &*signal;
+                let mut stopped = lock.lock().expect("flusher lock poisoned");
+                while !*stopped {
+                    stopped = wake
+                        .wait_timeout(stopped, period)
+                        .expect("flusher lock poisoned")
+                        .0;
+                    if *stopped {
+                        break;
+                    }
+                    drop(stopped);
+                    // A failure poisons the writer (and is logged there); the
+                    // next write reports it, so the flusher just carries on.
+                    let _ = shared.state.storage().sync_in_background();
+                    stopped = lock.lock().expect("flusher lock poisoned");
+                }
+            })
+            .expect("spawn flusher thread");
+        Flusher {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::{FailNth, IoOp};
+
+    fn config(dir: &std::path::Path, sync: SyncMode) -> Config {
+        Config {
+            sync,
+            sync_interval_ms: 5,
+            segment_size_bytes: 64 << 10,
+            ..Config::new(dir)
+        }
+    }
+
+    #[test]
+    fn put_get_delete_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = KvEngine::open(config(tmp.path(), SyncMode::Always)).unwrap();
+        let version = engine.put(b"k", b"v").unwrap();
+        assert_eq!(engine.get(b"k").unwrap().unwrap(), b"v");
+        let read = engine.read();
+        assert!(read.read_version() >= version);
+        assert_eq!(read.get(b"k").unwrap().unwrap().version, version);
+        assert!(read.contains(b"k"));
+        assert_eq!(engine.delete(b"k").unwrap(), Some(version + 1));
+        assert_eq!(engine.delete(b"k").unwrap(), None);
+        assert_eq!(engine.get(b"k").unwrap(), None);
+        let stats = engine.stats();
+        assert_eq!((stats.metrics.puts, stats.metrics.deletes), (1, 2));
+        assert!(stats.metrics.fsyncs >= 2);
+        engine.close().unwrap();
+    }
+
+    #[test]
+    fn bad_input_is_refused_before_the_queue() {
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = KvEngine::open(Config {
+            max_value_bytes: 8,
+            ..config(tmp.path(), SyncMode::Os)
+        })
+        .unwrap();
+        assert!(engine.put(b"", b"v").is_err());
+        let err = engine.put(b"k", b"123456789").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "value is 9 bytes, over the limit of 8 bytes (max_value_bytes)"
+        );
+        assert_eq!(engine.stats().storage.keys, 0);
+        assert_eq!(engine.stats().metrics.bytes_appended, 0);
+    }
+
+    #[test]
+    fn interval_mode_fsyncs_in_the_background() {
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = KvEngine::open(config(tmp.path(), SyncMode::Interval)).unwrap();
+        engine.put(b"k", b"v").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine.stats().metrics.fsyncs == 0 {
+            assert!(Instant::now() < deadline, "the flusher never synced");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn without_background_threads_nothing_syncs_until_flush() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = EngineOptions {
+            background_threads: false,
+            ..EngineOptions::default()
+        };
+        let engine = KvEngine::open_with(config(tmp.path(), SyncMode::Interval), options).unwrap();
+        engine.put(b"k", b"v").unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(engine.stats().metrics.fsyncs, 0);
+        engine.flush().unwrap();
+        assert_eq!(engine.stats().metrics.fsyncs, 1);
+    }
+
+    #[test]
+    fn a_failed_fsync_refuses_further_writes_and_reopen_recovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let faults = Arc::new(FailNth::new(IoOp::SyncFile, 3, false));
+        let options = EngineOptions {
+            io_faults: Some(faults.clone()),
+            ..EngineOptions::default()
+        };
+        let engine = KvEngine::open_with(config(tmp.path(), SyncMode::Always), options).unwrap();
+        // The segment's creation fsyncs once; puts 1 and 2 fsync next.
+        engine.put(b"a", b"1").unwrap();
+        engine.put(b"b", b"2").unwrap();
+        let err = engine.put(b"c", b"3").unwrap_err();
+        assert!(
+            err.to_string().contains("injected SyncFile failure"),
+            "{err}"
+        );
+        assert_eq!(
+            engine.get(b"c").unwrap(),
+            None,
+            "an unacknowledged write is not published"
+        );
+        let refused = engine.put(b"d", b"4").unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("writes are refused until the store is reopened"),
+            "{refused}"
+        );
+        assert!(engine.stats().storage.poisoned.is_some());
+        assert_eq!(engine.get(b"a").unwrap().unwrap(), b"1", "reads still work");
+        drop(engine);
+        let engine = KvEngine::open(config(tmp.path(), SyncMode::Always)).unwrap();
+        assert_eq!(engine.get(b"a").unwrap().unwrap(), b"1");
+        assert_eq!(engine.get(b"b").unwrap().unwrap(), b"2");
+        engine.put(b"e", b"5").unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_are_group_committed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = Arc::new(KvEngine::open(config(tmp.path(), SyncMode::Always)).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let engine = engine.clone();
+                std::thread::spawn(move || {
+                    for i in 0..40 {
+                        engine.put(format!("{t}-{i}").as_bytes(), b"v").unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let stats = engine.stats();
+        assert_eq!(stats.storage.keys, 320);
+        assert!(
+            stats.metrics.commit_groups < 320,
+            "groups: {}",
+            stats.metrics.commit_groups
+        );
+        assert!(stats.metrics.fsyncs <= stats.metrics.commit_groups + stats.storage.segments);
+    }
+}

@@ -1,0 +1,169 @@
+//! The storage facade: segments on disk, the hash index in memory, and the
+//! single writer that appends to the active segment.
+//!
+//! Reads take one index shard lock and the segment-table read lock, then copy
+//! the record out of a memory map. Writes go through [`WriterGuard`]: stage
+//! records, write them, sync as the caller asks, then publish to the index —
+//! so a reader never sees a write before it could have been acknowledged.
+
+mod recovery;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::data_dir::DataDir;
+use crate::error::{Error, Result};
+use crate::fault::IoFaults;
+use crate::index::{Index, IndexEntry, IndexStats};
+use crate::log_segment::MappedSegment;
+use crate::metrics::Metrics;
+
+pub use recovery::{OpenReport, SegmentVerdict, SegmentVerification, verify_segments};
+use writer::Writer;
+pub use writer::{Staged, WriterGuard};
+
+/// A value and the version that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+pub struct Storage {
+    dir: DataDir,
+    index: Index,
+    segments: RwLock<BTreeMap<u32, Arc<MappedSegment>>>,
+    writer: Mutex<Writer>,
+    config: Config,
+    metrics: Arc<Metrics>,
+    /// Highest version published to the index.
+    committed_version: AtomicU64,
+    sealed_bytes: AtomicU64,
+    active_bytes: AtomicU64,
+    open_report: OpenReport,
+}
+
+/// Sizes of the store, for `stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StorageStats {
+    pub keys: u64,
+    pub segments: u64,
+    pub disk_bytes: u64,
+    pub live_bytes: u64,
+    pub index_memory_bytes: u64,
+    pub committed_version: u64,
+    pub last_log_index: u64,
+    pub poisoned: Option<String>,
+}
+
+impl Storage {
+    /// Opens the data directory, recovering the index from the segments.
+    pub fn open(config: Config, faults: Arc<dyn IoFaults>, metrics: Arc<Metrics>) -> Result<Self> {
+        config.validate()?;
+        let dir = DataDir::open(&config.data_dir, faults)?;
+        recovery::recover(dir, config, metrics)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn open_report(&self) -> &OpenReport {
+        &self.open_report
+    }
+
+    /// The current value of `key`, verified against its checksum.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        // A missing segment means compaction moved the key between our two
+        // lookups; the index then already points at the new copy. Bounded:
+        // each retry observes a strictly newer index state.
+        const ATTEMPTS: usize = 4;
+        for _ in 0..ATTEMPTS {
+            let Some(entry) = self.index.get(key) else {
+                return Ok(None);
+            };
+            let segments = self.segments.read().expect("segment table lock poisoned");
+            let Some(segment) = segments.get(&entry.segment_id) else {
+                continue;
+            };
+            let record = segment.read(entry.offset, entry.len, key, entry.version)?;
+            return Ok(Some(Versioned {
+                value: record.value.to_vec(),
+                version: entry.version,
+            }));
+        }
+        Err(Error::Unsupported(
+            "index kept pointing at removed segments",
+        ))
+    }
+
+    /// The version of `key`'s current value, without reading it.
+    pub fn version_of(&self, key: &[u8]) -> Option<u64> {
+        self.index.get(key).map(|entry| entry.version)
+    }
+
+    /// Exclusive access to the append path.
+    pub fn lock_writer(&self) -> WriterGuard<'_> {
+        WriterGuard::new(self, self.writer.lock().expect("writer lock poisoned"))
+    }
+
+    pub fn committed_version(&self) -> u64 {
+        self.committed_version.load(Ordering::Acquire)
+    }
+
+    /// Fsyncs everything appended so far.
+    pub fn flush(&self) -> Result<()> {
+        self.lock_writer().sync()
+    }
+
+    /// Fsync for the interval flusher: does not hold the writer lock while
+    /// the disk works, so appends continue meanwhile.
+    pub fn sync_in_background(&self) -> Result<()> {
+        writer::sync_without_blocking_appends(self)
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        let IndexStats {
+            keys,
+            live_bytes,
+            memory_bytes,
+        } = self.index.stats();
+        let (last_log_index, poisoned) = {
+            let writer = self.writer.lock().expect("writer lock poisoned");
+            (writer.last_log_index, writer.poisoned.clone())
+        };
+        StorageStats {
+            keys,
+            segments: self
+                .segments
+                .read()
+                .expect("segment table lock poisoned")
+                .len() as u64,
+            disk_bytes: self.sealed_bytes.load(Ordering::Relaxed)
+                + self.active_bytes.load(Ordering::Relaxed),
+            live_bytes,
+            index_memory_bytes: memory_bytes,
+            committed_version: self.committed_version(),
+            last_log_index,
+            poisoned,
+        }
+    }
+
+    /// Every live key with its index entry, sorted by key. For tests and tooling.
+    pub fn sorted_entries(&self) -> Vec<(Vec<u8>, IndexEntry)> {
+        let mut entries = Vec::with_capacity(self.index.len() as usize);
+        self.index
+            .for_each(|key, entry| entries.push((key.to_vec(), entry)));
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries
+    }
+}

@@ -1,0 +1,335 @@
+//! The append path: one writer at a time stages records into a buffer,
+//! writes them with one positioned write, syncs when asked, and publishes.
+//!
+//! Any I/O failure poisons the writer: after a failed write or fsync the
+//! kernel may have dropped the dirty pages, so retrying could report success
+//! for data that is gone (PostgreSQL's "fsyncgate"). Reopening the store
+//! recovers from what is really on disk.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+use std::time::Instant;
+
+use super::Storage;
+use crate::config::SyncMode;
+use crate::error::{Error, Result};
+use crate::index::IndexEntry;
+use crate::log_segment::{
+    ActiveSegment, MappedSegment, RecordSpec, SEGMENT_HEADER_LEN, encode_record, sync_file_data,
+};
+use crate::metrics::{Counter, Latency, MetricsHook};
+
+pub(super) struct Writer {
+    pub active: ActiveSegment,
+    pub next_version: u64,
+    pub last_log_index: u64,
+    pub poisoned: Option<String>,
+    /// Encoded records not yet written; they go at `active.write_pos()`.
+    buf: Vec<u8>,
+    preallocate_bytes: u64,
+}
+
+impl Writer {
+    pub fn new(
+        active: ActiveSegment,
+        next_version: u64,
+        last_log_index: u64,
+        preallocate_bytes: u64,
+    ) -> Self {
+        Writer {
+            active,
+            next_version,
+            last_log_index,
+            poisoned: None,
+            buf: Vec::new(),
+            preallocate_bytes,
+        }
+    }
+}
+
+/// Zeros ahead of the tail only pay off when something fsyncs.
+pub(super) fn preallocate_bytes_for(config: &crate::config::Config) -> u64 {
+    if config.sync == SyncMode::Os {
+        0
+    } else {
+        config.preallocate_bytes.min(config.segment_size_bytes / 4)
+    }
+}
+
+/// A record staged for the index: published only after it is written (and synced).
+#[derive(Clone, Copy, Debug)]
+pub struct Staged<'k> {
+    pub key: &'k [u8],
+    pub entry: IndexEntry,
+    pub tombstone: bool,
+}
+
+/// Holds the writer lock. Records are staged, then written, then published.
+pub struct WriterGuard<'s> {
+    storage: &'s Storage,
+    writer: MutexGuard<'s, Writer>,
+}
+
+impl<'s> WriterGuard<'s> {
+    pub(super) fn new(storage: &'s Storage, writer: MutexGuard<'s, Writer>) -> Self {
+        WriterGuard { storage, writer }
+    }
+
+    /// Fails if an earlier I/O error poisoned the writer.
+    pub fn check_writable(&self) -> Result<()> {
+        match &self.writer.poisoned {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn next_version(&self) -> u64 {
+        self.writer.next_version
+    }
+
+    pub fn last_log_index(&self) -> u64 {
+        self.writer.last_log_index
+    }
+
+    /// Records that `log_index` was applied (also when it wrote nothing).
+    pub fn note_applied(&mut self, log_index: u64) {
+        assert!(
+            log_index > self.writer.last_log_index,
+            "log indexes must increase"
+        );
+        self.writer.last_log_index = log_index;
+    }
+
+    /// Encodes one command's operations (`None` value: tombstone) with
+    /// consecutive versions, rolling to a new segment first if they would
+    /// not fit. A command never spans two segments.
+    pub fn stage_command<'k>(
+        &mut self,
+        log_index: u64,
+        ops: &[(&'k [u8], Option<&'k [u8]>)],
+        staged: &mut Vec<Staged<'k>>,
+    ) -> Result<()> {
+        assert!(
+            !ops.is_empty(),
+            "a staged command writes at least one record"
+        );
+        let bytes: u64 = ops
+            .iter()
+            .map(|(k, v)| {
+                crate::log_segment::encoded_record_len(k.len(), v.map_or(0, <[u8]>::len)) as u64
+            })
+            .sum();
+        self.guarded(|this| this.roll_if_needed(bytes))?;
+        let writer = &mut *self.writer;
+        for (i, &(key, value)) in ops.iter().enumerate() {
+            let offset = writer.active.write_pos() + writer.buf.len() as u64;
+            let version = writer.next_version;
+            let spec = RecordSpec {
+                version,
+                log_index,
+                key,
+                value,
+                start_of_command: i == 0,
+                end_of_command: i + 1 == ops.len(),
+            };
+            let len = encode_record(&mut writer.buf, &spec);
+            let segment_id = writer.active.id();
+            let entry = IndexEntry {
+                version,
+                segment_id,
+                offset: to_u32(offset),
+                len: to_u32(len as u64),
+            };
+            staged.push(Staged {
+                key,
+                entry,
+                tombstone: value.is_none(),
+            });
+            writer.next_version += 1;
+        }
+        Ok(())
+    }
+
+    /// Bytes staged but not yet written.
+    pub fn staged_bytes(&self) -> u64 {
+        self.writer.buf.len() as u64
+    }
+
+    /// Writes staged bytes, then fsyncs if `sync`. On error the writer is poisoned.
+    pub fn write_staged(&mut self, sync: bool) -> Result<()> {
+        self.guarded(|this| {
+            this.write_buf()?;
+            if sync { this.sync_active() } else { Ok(()) }
+        })
+    }
+
+    /// Makes staged records visible to readers. Call only after `write_staged`.
+    pub fn publish(&mut self, staged: &[Staged<'_>]) {
+        assert!(
+            self.writer.buf.is_empty(),
+            "publish before the records were written"
+        );
+        let index = &self.storage.index;
+        let mut newest = self.storage.committed_version.load(Ordering::Relaxed);
+        for item in staged {
+            if item.tombstone {
+                if let Some(old) = index.remove(item.key) {
+                    assert!(
+                        old.version < item.entry.version,
+                        "a tombstone must be newer than what it deletes"
+                    );
+                }
+            } else {
+                index.insert(item.key, item.entry);
+            }
+            newest = newest.max(item.entry.version);
+        }
+        self.storage
+            .committed_version
+            .store(newest, Ordering::Release);
+    }
+
+    /// Fsyncs the active segment if anything is unsynced.
+    pub fn sync(&mut self) -> Result<()> {
+        self.check_writable()?;
+        self.guarded(|this| this.write_buf().and_then(|()| this.sync_active()))
+    }
+
+    /// Runs `step`; an error poisons the writer.
+    fn guarded(&mut self, step: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        let result = step(self);
+        if let Err(err) = &result {
+            tracing::error!(error = %err, "storage I/O failed; refusing writes until reopened");
+            self.writer.poisoned.get_or_insert_with(|| err.to_string());
+        }
+        result
+    }
+
+    fn write_buf(&mut self) -> Result<()> {
+        let writer = &mut *self.writer;
+        if writer.buf.is_empty() {
+            return Ok(());
+        }
+        let expected = writer.active.write_pos();
+        let offset = writer.active.append(&self.storage.dir, &writer.buf)?;
+        assert_eq!(
+            offset, expected,
+            "staged offsets must match where the bytes land"
+        );
+        self.storage
+            .metrics
+            .add(Counter::BytesAppended, writer.buf.len() as u64);
+        self.storage
+            .active_bytes
+            .store(writer.active.write_pos(), Ordering::Relaxed);
+        writer.buf.clear();
+        // Bound the retained buffer: one huge batch must not pin its memory forever.
+        let keep = self.storage.config.max_commit_group_bytes as usize * 2;
+        if writer.buf.capacity() > keep {
+            writer.buf.shrink_to(keep);
+        }
+        Ok(())
+    }
+
+    fn sync_active(&mut self) -> Result<()> {
+        if !self.writer.active.is_dirty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.writer.active.sync_data(&self.storage.dir)?;
+        self.storage.metrics.add(Counter::Fsyncs, 1);
+        self.storage
+            .metrics
+            .observe(Latency::Fsync, started.elapsed());
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next when `bytes` more would
+    /// pass the segment size (unless the segment is empty: an oversized
+    /// batch then gets a segment to itself).
+    fn roll_if_needed(&mut self, bytes: u64) -> Result<()> {
+        let tail = self.writer.active.write_pos() + self.writer.buf.len() as u64;
+        let empty = tail == SEGMENT_HEADER_LEN as u64;
+        if empty || tail + bytes <= self.storage.config.segment_size_bytes {
+            return Ok(());
+        }
+        self.write_buf()?;
+        let storage = self.storage;
+        let writer = &mut *self.writer;
+        writer.active.seal(&storage.dir)?;
+        let sealed_len = writer.active.write_pos();
+        let next_id = writer
+            .active
+            .id()
+            .checked_add(1)
+            .ok_or(Error::Unsupported("segment ids exhausted"))?;
+        let next = ActiveSegment::create(&storage.dir, next_id, writer.preallocate_bytes)?;
+        let map = MappedSegment::map(next.file(), next_id, storage.config.active_map_bytes())?;
+        storage
+            .segments
+            .write()
+            .expect("segment table lock poisoned")
+            .insert(next_id, Arc::new(map));
+        storage
+            .sealed_bytes
+            .fetch_add(sealed_len, Ordering::Relaxed);
+        storage
+            .active_bytes
+            .store(next.write_pos(), Ordering::Relaxed);
+        tracing::debug!(
+            sealed = writer.active.name(),
+            next = next.name(),
+            "segment rolled"
+        );
+        writer.active = next;
+        Ok(())
+    }
+}
+
+/// Offsets and lengths fit u32: segments are capped below 4 GiB by config validation.
+fn to_u32(value: u64) -> u32 {
+    u32::try_from(value).expect("segment offsets fit in u32 (config caps segment size)")
+}
+
+/// See [`Storage::sync_in_background`].
+pub(super) fn sync_without_blocking_appends(storage: &Storage) -> Result<()> {
+    let (file, name, id, pos) = {
+        let writer = storage.writer.lock().expect("writer lock poisoned");
+        if let Some(reason) = &writer.poisoned {
+            return Err(Error::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        if !writer.active.is_dirty() {
+            return Ok(());
+        }
+        let active = &writer.active;
+        (
+            active.file().clone(),
+            active.name().to_string(),
+            active.id(),
+            active.write_pos(),
+        )
+    };
+    let started = Instant::now();
+    let result = sync_file_data(&storage.dir, &file, &name);
+    let mut writer = storage.writer.lock().expect("writer lock poisoned");
+    match result {
+        Ok(()) => {
+            storage.metrics.add(Counter::Fsyncs, 1);
+            storage.metrics.observe(Latency::Fsync, started.elapsed());
+            // A roll in the meantime sealed (and fsynced) that segment itself.
+            if writer.active.id() == id {
+                writer.active.mark_synced(pos);
+            }
+            Ok(())
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "background fsync failed; refusing writes until reopened");
+            writer.poisoned.get_or_insert_with(|| err.to_string());
+            Err(err)
+        }
+    }
+}
