@@ -1,1 +1,290 @@
-fn main() {}
+//! `hightower`: the operator's command line for a Hightower KV data directory.
+//!
+//! Exit codes (stable, for scripts):
+//! 0 success · 1 key not found · 2 bad usage, input or configuration ·
+//! 3 data directory locked by another process · 4 corruption or unsupported
+//! format found · 5 any other I/O or internal error.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hightower::error::display_key;
+use hightower::storage::{SegmentVerdict, verify_segments};
+use hightower::{Config, Error, KvEngine, RecoveryMode};
+
+const EXIT_NOT_FOUND: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_LOCKED: u8 = 3;
+const EXIT_CORRUPT: u8 = 4;
+const EXIT_OTHER: u8 = 5;
+
+#[derive(Parser)]
+#[command(
+    name = "hightower",
+    version,
+    about = "Hightower KV: an embedded log-structured key-value store for worker nodes",
+    after_help = "Exit codes: 0 ok, 1 key not found, 2 bad usage/input/config, 3 data directory locked, \
+                  4 corruption or unsupported format, 5 other error.\n\
+                  Logs go to stderr; set HIGHTOWER_LOG (e.g. info, debug) for more."
+)]
+struct Cli {
+    /// Data directory [default: ./hightower-data, or data_dir from --config].
+    #[arg(long, global = true, env = "HIGHTOWER_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML file with any field of the configuration (see README).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: CliCommand,
+}
+
+#[derive(Subcommand)]
+enum CliCommand {
+    /// Store VALUE under KEY and print the new version. VALUE `-` reads stdin (binary-safe).
+    Put { key: OsString, value: OsString },
+    /// Print the raw value of KEY to stdout; exit 1 if it is absent.
+    Get {
+        key: OsString,
+        /// Print the version on stderr as well.
+        #[arg(long)]
+        show_version: bool,
+    },
+    /// Delete KEY and print the tombstone's version; exit 1 if it was absent.
+    Delete { key: OsString },
+    /// Show key count, disk and index sizes, counters and latencies.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's checksum and report per segment (changes nothing).
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open in salvage mode: keep every intact command of damaged segments,
+    /// move the originals aside as *.corrupt, and report what was dropped.
+    Salvage,
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("hightower: {err}");
+            ExitCode::from(exit_code_for(&err))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HIGHTOWER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn exit_code_for(err: &Error) -> u8 {
+    match err {
+        Error::Input(_) | Error::Config(_) | Error::NotADirectory { .. } => EXIT_USAGE,
+        Error::Locked { .. } => EXIT_LOCKED,
+        Error::Corruption(_) | Error::UnsupportedFormat { .. } => EXIT_CORRUPT,
+        _ => EXIT_OTHER,
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Error> {
+    let mut config = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                Error::io(format!("read config file {}", path.display()), source)
+            })?;
+            Config::from_toml(&text)?
+        }
+        None => Config::default(),
+    };
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let config = load_config(&cli)?;
+    match cli.command {
+        CliCommand::Put { key, value } => {
+            let value = read_value(&value)?;
+            let engine = KvEngine::open(config)?;
+            let version = engine.put(key.as_bytes(), &value)?;
+            engine.close()?;
+            println!("{version}");
+        }
+        CliCommand::Get { key, show_version } => {
+            let engine = KvEngine::open(config)?;
+            let Some(found) = engine.get_versioned(key.as_bytes())? else {
+                eprintln!("hightower: key not found: {}", display_key(key.as_bytes()));
+                return Ok(ExitCode::from(EXIT_NOT_FOUND));
+            };
+            if show_version {
+                eprintln!("version {}", found.version);
+            }
+            write_stdout(&found.value)?;
+        }
+        CliCommand::Delete { key } => {
+            let engine = KvEngine::open(config)?;
+            let deleted = engine.delete(key.as_bytes())?;
+            engine.close()?;
+            match deleted {
+                Some(version) => println!("{version}"),
+                None => {
+                    eprintln!("hightower: key not found: {}", display_key(key.as_bytes()));
+                    return Ok(ExitCode::from(EXIT_NOT_FOUND));
+                }
+            }
+        }
+        CliCommand::Stats { json } => {
+            let engine = KvEngine::open(config)?;
+            let stats = engine.stats();
+            if json {
+                let text = serde_json::to_string_pretty(&stats).expect("stats serialize");
+                println!("{text}");
+            } else {
+                print_stats(&stats);
+            }
+        }
+        CliCommand::Verify { json } => return verify(&config, json),
+        CliCommand::Salvage => {
+            let engine = KvEngine::open(Config {
+                recovery: RecoveryMode::Salvage,
+                ..config
+            })?;
+            let report = engine.stats().recovery;
+            if report.salvaged.is_empty() {
+                println!("no damage found; nothing salvaged");
+            }
+            for note in &report.salvaged {
+                println!(
+                    "{}: kept {} commands; original kept as {}",
+                    note.segment, note.commands_kept, note.original_kept_as
+                );
+                for (start, end, reason) in &note.dropped {
+                    println!("  dropped bytes {start}..{end}: {reason}");
+                }
+            }
+            engine.close()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The value argument, or stdin for `-`.
+fn read_value(arg: &OsString) -> Result<Vec<u8>, Error> {
+    if arg.as_bytes() != b"-" {
+        return Ok(arg.as_bytes().to_vec());
+    }
+    let mut value = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut value)
+        .map_err(|source| Error::io("read value from stdin", source))?;
+    Ok(value)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|source| Error::io("write to stdout", source))
+}
+
+fn print_stats(stats: &hightower::Stats) {
+    let s = &stats.storage;
+    let m = &stats.metrics;
+    println!("data directory:      {}", stats.data_dir);
+    println!("sync mode:           {:?}", stats.sync);
+    println!("keys:                {}", s.keys);
+    println!("segments:            {}", s.segments);
+    println!("disk bytes:          {}", s.disk_bytes);
+    println!("live bytes:          {}", s.live_bytes);
+    println!("index memory bytes:  {}", s.index_memory_bytes);
+    println!("last version:        {}", s.committed_version);
+    println!("last log index:      {}", s.last_log_index);
+    println!("recovered records:   {}", stats.recovery.records);
+    println!(
+        "torn tail dropped:   {} bytes",
+        stats.recovery.torn_tail_bytes_dropped
+    );
+    println!(
+        "this process:        {} puts, {} deletes, {} batches, {} gets, {} fsyncs",
+        m.puts, m.deletes, m.batches, m.gets, m.fsyncs
+    );
+    if let Some(reason) = &s.poisoned {
+        println!("WRITES REFUSED:      {reason}");
+    }
+}
+
+fn verify(config: &Config, json: bool) -> Result<ExitCode, Error> {
+    let results = verify_segments(config)?;
+    let corrupt = results.iter().any(|r| r.verdict.is_corrupt());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).expect("verification serializes")
+        );
+    } else {
+        for r in &results {
+            let verdict = match &r.verdict {
+                SegmentVerdict::Ok => "ok".to_string(),
+                SegmentVerdict::TornTail { offset, bytes } => {
+                    format!("torn tail at offset {offset} ({bytes} bytes; cut on next open)")
+                }
+                SegmentVerdict::Corrupt {
+                    offset,
+                    reason,
+                    damaged_ranges,
+                } => {
+                    format!(
+                        "CORRUPT at offset {offset}: {reason} ({damaged_ranges} damaged range(s))"
+                    )
+                }
+            };
+            println!(
+                "{}: {} bytes, {} records, {} commands: {verdict}",
+                r.file, r.bytes, r.records, r.commands
+            );
+        }
+        println!(
+            "{} segment(s) checked, {}",
+            results.len(),
+            if corrupt {
+                "corruption found"
+            } else {
+                "no corruption"
+            }
+        );
+    }
+    Ok(if corrupt {
+        ExitCode::from(EXIT_CORRUPT)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
