@@ -246,6 +246,22 @@ impl ReadContext<'_> {
     pub fn contains(&self, key: &[u8]) -> bool {
         self.engine.shared.state.storage().version_of(key).is_some()
     }
+
+    /// Up to `limit` keys starting with `prefix`, in byte order, after
+    /// `after` (a cursor: the last key of the previous page). Each call scans
+    /// the whole index: O(total keys), not O(page).
+    pub fn keys_with_prefix(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<Vec<u8>> {
+        self.engine
+            .shared
+            .state
+            .storage()
+            .keys_with_prefix(prefix, after, limit)
+    }
 }
 
 /// The `sync = "interval"` background flusher; stopped and joined on drop.
@@ -321,11 +337,24 @@ mod tests {
         assert!(read.read_version() >= version);
         assert_eq!(read.get(b"k").unwrap().unwrap().version, version);
         assert!(read.contains(b"k"));
-        assert_eq!(engine.delete(b"k").unwrap(), Some(version + 1));
+        for key in [&b"p/b"[..], b"p/a", b"q/a", b"p/c"] {
+            engine.put(key, b"x").unwrap();
+        }
+        let read = engine.read();
+        assert_eq!(
+            read.keys_with_prefix(b"p/", None, 2),
+            vec![b"p/a".to_vec(), b"p/b".to_vec()]
+        );
+        assert_eq!(
+            read.keys_with_prefix(b"p/", Some(b"p/b"), 2),
+            vec![b"p/c".to_vec()]
+        );
+        assert!(read.keys_with_prefix(b"p/", Some(b"p/c"), 2).is_empty());
+        assert_eq!(engine.delete(b"k").unwrap(), Some(version + 5));
         assert_eq!(engine.delete(b"k").unwrap(), None);
         assert_eq!(engine.get(b"k").unwrap(), None);
         let stats = engine.stats();
-        assert_eq!((stats.metrics.puts, stats.metrics.deletes), (1, 2));
+        assert_eq!((stats.metrics.puts, stats.metrics.deletes), (5, 2));
         assert!(stats.metrics.fsyncs >= 2);
         engine.close().unwrap();
     }

@@ -158,6 +158,27 @@ impl Storage {
         }
     }
 
+    /// Up to `limit` live keys starting with `prefix` and sorted after
+    /// `after` (exclusive), in byte order. Costs a pass over the whole index
+    /// (O(keys), one shard lock at a time) plus a sort of the matches: the
+    /// hash index keeps no order.
+    pub fn keys_with_prefix(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<Vec<u8>> {
+        let mut matches = Vec::new();
+        self.index.for_each(|key, _| {
+            if key.starts_with(prefix) && after.is_none_or(|after| key > after) {
+                matches.push(key.to_vec());
+            }
+        });
+        matches.sort_unstable();
+        matches.truncate(limit);
+        matches
+    }
+
     /// Every live key with its index entry, sorted by key. For tests and tooling.
     pub fn sorted_entries(&self) -> Vec<(Vec<u8>, IndexEntry)> {
         let mut entries = Vec::with_capacity(self.index.len() as usize);
