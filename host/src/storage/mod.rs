@@ -38,6 +38,11 @@ pub struct Storage {
     dir: DataDir,
     index: Index,
     segments: RwLock<BTreeMap<u32, Arc<MappedSegment>>>,
+    /// A sequence lock around publishing: odd while a group is being
+    /// published. A lookup that overlapped a publish retries, so the records
+    /// of a batch become visible all at once (a reader that sees one of them
+    /// sees every one) without readers writing to a shared cache line.
+    publish_seq: AtomicU64,
     writer: Mutex<Writer>,
     config: Config,
     metrics: Arc<Metrics>,
@@ -108,7 +113,26 @@ impl Storage {
 
     /// The version of `key`'s current value, without reading it.
     pub fn version_of(&self, key: &[u8]) -> Option<u64> {
-        self.index.get(key).map(|entry| entry.version)
+        self.lookup(key).map(|entry| entry.version)
+    }
+
+    fn lookup(&self, key: &[u8]) -> Option<IndexEntry> {
+        // Bounded by the publisher: each retry waits for one publish to end,
+        // and a publish holds no lock a reader needs to make progress.
+        loop {
+            let before = self.publish_seq.load(Ordering::SeqCst);
+            if before % 2 == 1 {
+                std::thread::yield_now();
+                continue;
+            }
+            let entry = self.index.get(key);
+            // The shard lock taken by `get` orders this load after the
+            // entry read: if we saw a value written by a publish, we see
+            // its odd sequence number here.
+            if self.publish_seq.load(Ordering::SeqCst) == before {
+                return entry;
+            }
+        }
     }
 
     /// Exclusive access to the append path.
@@ -161,7 +185,8 @@ impl Storage {
     /// Up to `limit` live keys starting with `prefix` and sorted after
     /// `after` (exclusive), in byte order. Costs a pass over the whole index
     /// (O(keys), one shard lock at a time) plus a sort of the matches: the
-    /// hash index keeps no order.
+    /// hash index keeps no order. Not a snapshot: a batch published during
+    /// the pass may be seen in part.
     pub fn keys_with_prefix(
         &self,
         prefix: &[u8],

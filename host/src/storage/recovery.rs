@@ -125,6 +125,7 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
         dir,
         index,
         segments: RwLock::new(segments),
+        publish_seq: AtomicU64::new(0),
         writer: Mutex::new(writer),
         config,
         metrics,

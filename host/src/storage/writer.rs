@@ -172,6 +172,11 @@ impl<'s> WriterGuard<'s> {
             "publish before the records were written"
         );
         let index = &self.storage.index;
+        let seq = &self.storage.publish_seq;
+        assert!(
+            seq.fetch_add(1, Ordering::SeqCst) % 2 == 0,
+            "one publisher at a time"
+        );
         let mut newest = self.storage.committed_version.load(Ordering::Relaxed);
         for item in staged {
             if item.tombstone {
@@ -189,6 +194,7 @@ impl<'s> WriterGuard<'s> {
         self.storage
             .committed_version
             .store(newest, Ordering::Release);
+        seq.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Fsyncs the active segment if anything is unsynced.
