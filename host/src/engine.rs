@@ -468,4 +468,56 @@ mod tests {
         );
         assert!(stats.metrics.fsyncs <= stats.metrics.commit_groups + stats.storage.segments);
     }
+
+    #[test]
+    fn a_reader_never_sees_half_a_batch() {
+        use crate::command::Op;
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = Arc::new(KvEngine::open(config(tmp.path(), SyncMode::Os)).unwrap());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (engine, done) = (engine.clone(), done.clone());
+            std::thread::spawn(move || {
+                let value = |key: &[u8]| {
+                    engine
+                        .get(key)
+                        .unwrap()
+                        .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()))
+                };
+                let mut checks = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    // The batch writes "first" before "second": seeing a new
+                    // "first" and then an older "second" would be half a batch.
+                    let first = value(b"first");
+                    let second = value(b"second");
+                    assert!(
+                        second >= first,
+                        "saw first={first} but then second={second}"
+                    );
+                    checks += 1;
+                }
+                checks
+            })
+        };
+        for n in 1..=3000u64 {
+            let ops = vec![
+                Op::Set {
+                    key: b"first".to_vec(),
+                    value: n.to_le_bytes().to_vec(),
+                },
+                Op::Set {
+                    key: b"second".to_vec(),
+                    value: n.to_le_bytes().to_vec(),
+                },
+            ];
+            engine
+                .apply(Command::Batch {
+                    conditions: vec![],
+                    ops,
+                })
+                .unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    }
 }

@@ -93,7 +93,7 @@ impl Storage {
         // each retry observes a strictly newer index state.
         const ATTEMPTS: usize = 4;
         for _ in 0..ATTEMPTS {
-            let Some(entry) = self.index.get(key) else {
+            let Some(entry) = self.lookup(key) else {
                 return Ok(None);
             };
             let segments = self.segments.read().expect("segment table lock poisoned");
