@@ -8,7 +8,9 @@ use std::fs::File;
 
 use memmap2::{Mmap, MmapOptions};
 
-use super::format::{Decoded, Record, RecordKind, decode_record, segment_file_name};
+use super::format::{
+    Decoded, RECORD_HEADER_LEN, Record, RecordKind, decode_record, segment_file_name,
+};
 use crate::error::{Corruption, Error, IoContext, Result};
 
 pub struct MappedSegment {
@@ -45,6 +47,17 @@ impl MappedSegment {
     /// The file's bytes as they were when mapped (header included).
     pub fn bytes(&self) -> &[u8] {
         &self.map[..self.file_len]
+    }
+
+    /// The key of the `len`-byte record at `offset`, unverified (the index
+    /// uses it to tell entries apart; a read verifies the whole record).
+    /// Never reads past `offset + len`, which the caller knows was written.
+    pub fn key_at(&self, offset: u32, len: u32) -> Option<&[u8]> {
+        let start = offset as usize;
+        let end = start.checked_add(len as usize)?;
+        let record = self.map.get(start..end)?;
+        let key_len = u16::from_le_bytes(record.get(22..24)?.try_into().ok()?) as usize;
+        record.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len)
     }
 
     /// Reads and verifies the record a hot-index entry points at.
@@ -110,6 +123,13 @@ mod tests {
         file.write_all_at(&buf, SEGMENT_HEADER_LEN as u64).unwrap();
         let record = map.read(SEGMENT_HEADER_LEN as u32, len, b"k", 9).unwrap();
         assert_eq!(record.value, b"v1");
+        assert_eq!(map.key_at(SEGMENT_HEADER_LEN as u32, len), Some(&b"k"[..]));
+        assert_eq!(
+            map.key_at(SEGMENT_HEADER_LEN as u32, 20),
+            None,
+            "shorter than its header"
+        );
+        assert_eq!(map.key_at(u32::MAX, len), None);
         assert!(matches!(
             map.read(SEGMENT_HEADER_LEN as u32, len, b"other", 9),
             Err(Error::Corruption(_))

@@ -17,15 +17,24 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::error::{Error, Result};
+use crate::error::{Corruption, Error, Result};
 use crate::fault::IoFaults;
-use crate::index::{Index, IndexEntry, IndexStats};
-use crate::log_segment::MappedSegment;
+use crate::index::{Index, IndexEntry, IndexStats, KeySource};
+use crate::log_segment::{MappedSegment, segment_file_name};
 use crate::metrics::Metrics;
 
 pub use recovery::{OpenReport, SegmentVerdict, SegmentVerification, verify_segments};
 use writer::Writer;
 pub use writer::{Staged, WriterGuard};
+
+/// Open segments by id. Also what the index reads keys back from.
+pub(crate) type SegmentTable = BTreeMap<u32, Arc<MappedSegment>>;
+
+impl KeySource for SegmentTable {
+    fn key_of(&self, entry: &IndexEntry) -> Option<&[u8]> {
+        self.get(&entry.segment_id)?.key_at(entry.offset, entry.len)
+    }
+}
 
 /// A value and the version that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -37,7 +46,7 @@ pub struct Versioned {
 pub struct Storage {
     dir: DataDir,
     index: Index,
-    segments: RwLock<BTreeMap<u32, Arc<MappedSegment>>>,
+    segments: RwLock<SegmentTable>,
     /// A sequence lock around publishing: odd while a group is being
     /// published. A lookup that overlapped a publish retries, so the records
     /// of a batch become visible all at once (a reader that sees one of them
@@ -88,35 +97,33 @@ impl Storage {
 
     /// The current value of `key`, verified against its checksum.
     pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
-        // A missing segment means compaction moved the key between our two
-        // lookups; the index then already points at the new copy. Bounded:
-        // each retry observes a strictly newer index state.
-        const ATTEMPTS: usize = 4;
-        for _ in 0..ATTEMPTS {
-            let Some(entry) = self.lookup(key) else {
-                return Ok(None);
-            };
-            let segments = self.segments.read().expect("segment table lock poisoned");
-            let Some(segment) = segments.get(&entry.segment_id) else {
-                continue;
-            };
-            let record = segment.read(entry.offset, entry.len, key, entry.version)?;
-            return Ok(Some(Versioned {
-                value: record.value.to_vec(),
-                version: entry.version,
+        // One segment-table guard for lookup and read: the segment an entry
+        // names cannot go away in between.
+        let segments = self.segments.read().expect("segment table lock poisoned");
+        let Some(entry) = self.lookup(key, &segments) else {
+            return Ok(None);
+        };
+        let Some(segment) = segments.get(&entry.segment_id) else {
+            return Err(Error::Corruption(Corruption {
+                file: segment_file_name(entry.segment_id),
+                offset: u64::from(entry.offset),
+                reason: "the index points at a segment that is not open".into(),
             }));
-        }
-        Err(Error::Unsupported(
-            "index kept pointing at removed segments",
-        ))
+        };
+        let record = segment.read(entry.offset, entry.len, key, entry.version)?;
+        Ok(Some(Versioned {
+            value: record.value.to_vec(),
+            version: entry.version,
+        }))
     }
 
     /// The version of `key`'s current value, without reading it.
     pub fn version_of(&self, key: &[u8]) -> Option<u64> {
-        self.lookup(key).map(|entry| entry.version)
+        let segments = self.segments.read().expect("segment table lock poisoned");
+        self.lookup(key, &segments).map(|entry| entry.version)
     }
 
-    fn lookup(&self, key: &[u8]) -> Option<IndexEntry> {
+    fn lookup(&self, key: &[u8], segments: &SegmentTable) -> Option<IndexEntry> {
         // Bounded by the publisher: each retry waits for one publish to end,
         // and a publish holds no lock a reader needs to make progress.
         loop {
@@ -125,7 +132,7 @@ impl Storage {
                 std::thread::yield_now();
                 continue;
             }
-            let entry = self.index.get(key);
+            let entry = self.index.get(key, segments);
             // The shard lock taken by `get` orders this load after the
             // entry read: if we saw a value written by a publish, we see
             // its odd sequence number here.
@@ -194,7 +201,7 @@ impl Storage {
         limit: usize,
     ) -> Vec<Vec<u8>> {
         let mut matches = Vec::new();
-        self.index.for_each(|key, _| {
+        self.for_each_key(|key, _| {
             if key.starts_with(prefix) && after.is_none_or(|after| key > after) {
                 matches.push(key.to_vec());
             }
@@ -207,9 +214,20 @@ impl Storage {
     /// Every live key with its index entry, sorted by key. For tests and tooling.
     pub fn sorted_entries(&self) -> Vec<(Vec<u8>, IndexEntry)> {
         let mut entries = Vec::with_capacity(self.index.len() as usize);
-        self.index
-            .for_each(|key, entry| entries.push((key.to_vec(), entry)));
+        self.for_each_key(|key, entry| entries.push((key.to_vec(), entry)));
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         entries
+    }
+
+    /// Every live key and its entry, in no order.
+    fn for_each_key(&self, mut visit: impl FnMut(&[u8], IndexEntry)) {
+        let segments = self.segments.read().expect("segment table lock poisoned");
+        self.index.for_each(|entry| {
+            // Published entries point at readable records; one that does not
+            // (damaged memory) names no key, as in a lookup.
+            if let Some(key) = segments.key_of(&entry) {
+                visit(key, entry);
+            }
+        });
     }
 }

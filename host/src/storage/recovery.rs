@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 
-use super::Storage;
 use super::writer::{Writer, preallocate_bytes_for};
+use super::{SegmentTable, Storage};
 use crate::config::{Config, RecoveryMode};
 use crate::data_dir::DataDir;
 use crate::error::{Corruption, Error, IoContext, Result};
 use crate::fault::IoOp;
-use crate::index::{Index, IndexEntry};
+use crate::index::{Index, IndexEntry, KeySource};
 use crate::log_segment::{
     ActiveSegment, Located, MappedSegment, RecordKind, SEGMENT_HEADER_LEN, ScanReport,
     check_segment_header, encode_segment_header, scan_segment, segment_file_name,
@@ -77,8 +77,12 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
             continue;
         }
         check_segment_header(map.bytes(), id, &name)?;
+        // In the table before its scan: the index reads keys back from it.
+        // The newest segment's exact map is replaced by a larger one below.
+        let map = Arc::new(map);
+        segments.insert(id, map.clone());
         replay.segment_id = id;
-        let scan = scan_segment(map.bytes(), |command| replay.command(command));
+        let scan = scan_segment(map.bytes(), |command| replay.command(command, &segments));
         replay.check(&name)?;
         report.segments += 1;
         report.records += scan.records;
@@ -94,7 +98,6 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
             last = Some((id, file, scan.valid_end as u64));
         } else {
             sealed_bytes += map.bytes().len() as u64;
-            segments.insert(id, Arc::new(map));
         }
     }
     let preallocate_bytes = preallocate_bytes_for(&config);
@@ -167,7 +170,7 @@ impl<'i> Replay<'i> {
         }
     }
 
-    fn command(&mut self, records: &[Located<'_>]) {
+    fn command(&mut self, records: &[Located<'_>], keys: &impl KeySource) {
         for &(offset, record) in records {
             if record.version <= self.last_version || record.log_index < self.last_log_index {
                 self.backwards_at
@@ -185,10 +188,10 @@ impl<'i> Replay<'i> {
                         offset: offset as u32,
                         len: record.len as u32,
                     };
-                    index.insert(record.key, entry);
+                    index.insert(record.key, entry, keys);
                 }
                 RecordKind::Tombstone => {
-                    index.remove(record.key);
+                    index.remove(record.key, keys);
                 }
             }
         }
@@ -422,7 +425,9 @@ pub fn verify_segments(config: &Config) -> Result<Vec<SegmentVerification>> {
             results.push(result);
             continue;
         }
-        let scan = scan_segment(bytes, |command| replay.command(command));
+        let scan = scan_segment(bytes, |command| {
+            replay.command(command, &SegmentTable::new())
+        });
         (result.records, result.commands) = (scan.records, scan.commands);
         let is_last = position + 1 == ids.len();
         if let Err(Error::Corruption(c)) = replay.check(&name) {

@@ -172,6 +172,11 @@ impl<'s> WriterGuard<'s> {
             "publish before the records were written"
         );
         let index = &self.storage.index;
+        let segments = self
+            .storage
+            .segments
+            .read()
+            .expect("segment table lock poisoned");
         let seq = &self.storage.publish_seq;
         assert!(
             seq.fetch_add(1, Ordering::SeqCst) % 2 == 0,
@@ -180,14 +185,14 @@ impl<'s> WriterGuard<'s> {
         let mut newest = self.storage.committed_version.load(Ordering::Relaxed);
         for item in staged {
             if item.tombstone {
-                if let Some(old) = index.remove(item.key) {
+                if let Some(old) = index.remove(item.key, &*segments) {
                     assert!(
                         old.version < item.entry.version,
                         "a tombstone must be newer than what it deletes"
                     );
                 }
             } else {
-                index.insert(item.key, item.entry);
+                index.insert(item.key, item.entry, &*segments);
             }
             newest = newest.max(item.entry.version);
         }
