@@ -128,7 +128,7 @@ impl Storage {
         // and a publish holds no lock a reader needs to make progress.
         loop {
             let before = self.publish_seq.load(Ordering::SeqCst);
-            if before % 2 == 1 {
+            if !before.is_multiple_of(2) {
                 std::thread::yield_now();
                 continue;
             }

@@ -179,7 +179,7 @@ impl<'s> WriterGuard<'s> {
             .expect("segment table lock poisoned");
         let seq = &self.storage.publish_seq;
         assert!(
-            seq.fetch_add(1, Ordering::SeqCst) % 2 == 0,
+            seq.fetch_add(1, Ordering::SeqCst).is_multiple_of(2),
             "one publisher at a time"
         );
         let mut newest = self.storage.committed_version.load(Ordering::Relaxed);
