@@ -28,6 +28,17 @@ pub enum SyncMode {
     Os,
 }
 
+impl std::fmt::Display for SyncMode {
+    /// The name used in config files: `always`, `interval`, `os`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncMode::Always => "always",
+            SyncMode::Interval => "interval",
+            SyncMode::Os => "os",
+        })
+    }
+}
+
 /// What to do when a checksum fails somewhere other than the active tail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -111,6 +111,7 @@ impl KvEngine {
 
     /// The value of `key` and the version that wrote it.
     pub fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>> {
+        self.shared.state.limits().check_key(key)?;
         let found = self.shared.state.get(key)?;
         self.shared.metrics.add(Counter::Gets, 1);
         Ok(found)

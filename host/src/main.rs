@@ -6,13 +6,14 @@
 //! format found · 5 any other I/O or internal error.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hightower::error::display_key;
+use hightower::command::Limits;
+use hightower::error::{ConfigError, display_key};
 use hightower::storage::{SegmentVerdict, verify_segments};
 use hightower::{Config, Error, KvEngine, RecoveryMode};
 
@@ -99,6 +100,7 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -114,8 +116,9 @@ fn exit_code_for(err: &Error) -> u8 {
 fn load_config(cli: &Cli) -> Result<Config, Error> {
     let mut config = match &cli.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| {
-                Error::io(format!("read config file {}", path.display()), source)
+            let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+                field: "--config",
+                reason: format!("cannot read config file {}: {err}", path.display()),
             })?;
             Config::from_toml(&text)?
         }
@@ -133,12 +136,17 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
         CliCommand::Put { key, value } => {
             let value = read_value(&value)?;
+            // Refuse bad input before the data directory is created or opened.
+            let limits = Limits::from_config(&config);
+            limits.check_key(key.as_bytes())?;
+            limits.check_value(&value)?;
             let engine = KvEngine::open(config)?;
             let version = engine.put(key.as_bytes(), &value)?;
             engine.close()?;
             println!("{version}");
         }
         CliCommand::Get { key, show_version } => {
+            Limits::from_config(&config).check_key(key.as_bytes())?;
             let engine = KvEngine::open(config)?;
             let Some(found) = engine.get_versioned(key.as_bytes())? else {
                 eprintln!("hightower: key not found: {}", display_key(key.as_bytes()));
@@ -150,6 +158,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             write_stdout(&found.value)?;
         }
         CliCommand::Delete { key } => {
+            Limits::from_config(&config).check_key(key.as_bytes())?;
             let engine = KvEngine::open(config)?;
             let deleted = engine.delete(key.as_bytes())?;
             engine.close()?;
@@ -220,7 +229,7 @@ fn print_stats(stats: &hightower::Stats) {
     let s = &stats.storage;
     let m = &stats.metrics;
     println!("data directory:      {}", stats.data_dir);
-    println!("sync mode:           {:?}", stats.sync);
+    println!("sync mode:           {}", stats.sync);
     println!("keys:                {}", s.keys);
     println!("segments:            {}", s.segments);
     println!("disk bytes:          {}", s.disk_bytes);

@@ -21,7 +21,7 @@ use super::writer::{Writer, preallocate_bytes_for};
 use super::{SegmentTable, Storage};
 use crate::config::{Config, RecoveryMode};
 use crate::data_dir::DataDir;
-use crate::error::{Corruption, Error, IoContext, Result};
+use crate::error::{ConfigError, Corruption, Error, IoContext, Result};
 use crate::fault::IoOp;
 use crate::index::{Index, IndexEntry, KeySource};
 use crate::log_segment::{
@@ -399,6 +399,14 @@ impl SegmentVerdict {
 /// Checks every record of every segment without changing anything.
 pub fn verify_segments(config: &Config) -> Result<Vec<SegmentVerification>> {
     config.validate()?;
+    // Verifying must not create a store: a mistyped path is not a healthy one.
+    if !config.data_dir.exists() {
+        return Err(ConfigError {
+            field: "data_dir",
+            reason: format!("{} does not exist", config.data_dir.display()),
+        }
+        .into());
+    }
     let dir = DataDir::open(&config.data_dir, Arc::new(crate::fault::NoFaults))?;
     let ids = dir.segment_ids()?;
     let mut replay = Replay::without_index();
