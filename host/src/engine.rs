@@ -114,6 +114,9 @@ impl KvEngine {
         self.shared.state.limits().check_key(key)?;
         let found = self.shared.state.get(key)?;
         self.shared.metrics.add(Counter::Gets, 1);
+        if found.is_some() {
+            self.shared.metrics.add(Counter::GetHits, 1);
+        }
         Ok(found)
     }
 
