@@ -91,7 +91,7 @@ impl KvState {
     pub fn apply_group(&self, commands: &[(u64, &Command)]) -> Vec<Result<Outcome>> {
         let mut writer = self.storage.lock_writer();
         if let Err(err) = writer.check_writable() {
-            let reason = err.to_string();
+            let reason = poison_reason(err);
             return commands
                 .iter()
                 .map(|_| {
@@ -118,7 +118,7 @@ impl KvState {
         match writer.check_writable() {
             Ok(()) => writer.publish(&staged),
             Err(poisoned) => {
-                let reason = poisoned.to_string();
+                let reason = poison_reason(poisoned);
                 results.resize_with(commands.len(), || {
                     Err(Error::Poisoned {
                         reason: reason.clone(),
@@ -225,6 +225,14 @@ impl KvState {
             }
         }
         Ok(out)
+    }
+}
+
+/// The reason inside a poisoned-writer error, so it is not wrapped twice.
+fn poison_reason(err: Error) -> String {
+    match err {
+        Error::Poisoned { reason } => reason,
+        other => other.to_string(),
     }
 }
 

@@ -51,8 +51,8 @@ pub fn encode_segment_header(segment_id: u32) -> [u8; SEGMENT_HEADER_LEN] {
     header
 }
 
-/// Checks a segment header. A newer format version is reported as such
-/// (before the checksum: a newer format may checksum differently).
+/// Checks a segment header: magic, checksum, then version (a newer one is
+/// reported as such), flags, reserved bytes and id.
 pub fn check_segment_header(bytes: &[u8], expected_id: u32, file: &str) -> Result<(), Error> {
     let corrupt = |offset, reason: &str| {
         Error::Corruption(Corruption {
@@ -67,6 +67,12 @@ pub fn check_segment_header(bytes: &[u8], expected_id: u32, file: &str) -> Resul
     if bytes[0..8] != SEGMENT_MAGIC {
         return Err(corrupt(0, "not a Hightower segment (bad magic)"));
     }
+    // The magic, the version and the checksum over bytes 0..24 keep their
+    // places in every format version, so the checksum is checked first: a
+    // damaged version field is corruption, not a "newer format".
+    if crc32fast::hash(&bytes[0..24]) != u32_at(bytes, 24) {
+        return Err(corrupt(24, "segment header checksum mismatch"));
+    }
     let version = u32_at(bytes, 8);
     if version > FORMAT_VERSION {
         return Err(Error::UnsupportedFormat {
@@ -78,8 +84,8 @@ pub fn check_segment_header(bytes: &[u8], expected_id: u32, file: &str) -> Resul
     if version == 0 {
         return Err(corrupt(8, "format version 0"));
     }
-    if crc32fast::hash(&bytes[0..24]) != u32_at(bytes, 24) {
-        return Err(corrupt(24, "segment header checksum mismatch"));
+    if u32_at(bytes, 28) != 0 {
+        return Err(corrupt(28, "reserved header bytes are not zero"));
     }
     if u32_at(bytes, 12) != 0 {
         return Err(corrupt(12, "unknown segment flags"));
@@ -308,6 +314,8 @@ mod tests {
     fn newer_format_version_is_reported_as_such() {
         let mut header = encode_segment_header(1);
         header[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32fast::hash(&header[0..24]);
+        header[24..28].copy_from_slice(&crc.to_le_bytes());
         match check_segment_header(&header, 1, "seg-0000000001.log") {
             Err(Error::UnsupportedFormat {
                 found: 2,
@@ -316,6 +324,20 @@ mod tests {
             }) => {}
             other => panic!("expected UnsupportedFormat, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_damaged_version_field_is_corruption_not_a_newer_format() {
+        let mut header = encode_segment_header(1);
+        header[8] ^= 2;
+        assert!(
+            matches!(check_segment_header(&header, 1, "f"), Err(Error::Corruption(c)) if c.offset == 24)
+        );
+        let mut reserved = encode_segment_header(1);
+        reserved[30] = 1;
+        assert!(
+            matches!(check_segment_header(&reserved, 1, "f"), Err(Error::Corruption(c)) if c.offset == 28)
+        );
     }
 
     #[test]

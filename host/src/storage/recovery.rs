@@ -36,7 +36,8 @@ pub struct OpenReport {
     pub segments: u64,
     pub records: u64,
     pub commands: u64,
-    /// Bytes cut from the end of the newest segment (a crash mid-append).
+    /// Bytes cut from the end of the newest segment (a crash mid-append),
+    /// up to its last non-zero byte: preallocated zeros are not counted.
     pub torn_tail_bytes_dropped: u64,
     /// Segments rewritten by salvage, with what was dropped.
     pub salvaged: Vec<SalvageNote>,

@@ -159,6 +159,9 @@ impl<'s> WriterGuard<'s> {
 
     /// Writes staged bytes, then fsyncs if `sync`. On error the writer is poisoned.
     pub fn write_staged(&mut self, sync: bool) -> Result<()> {
+        // After any I/O failure nothing more is written: the failed step may
+        // have left staged bytes both on disk and in the buffer.
+        self.check_writable()?;
         self.guarded(|this| {
             this.write_buf()?;
             if sync { this.sync_active() } else { Ok(()) }
@@ -224,7 +227,12 @@ impl<'s> WriterGuard<'s> {
             return Ok(());
         }
         let expected = writer.active.write_pos();
-        let offset = writer.active.append(&self.storage.dir, &writer.buf)?;
+        let appended = writer.active.append(&self.storage.dir, &writer.buf);
+        if writer.active.write_pos() > expected {
+            // The bytes are in the file even if a later step (preallocation) failed.
+            writer.buf.clear();
+        }
+        let offset = appended?;
         assert_eq!(
             offset, expected,
             "staged offsets must match where the bytes land"
