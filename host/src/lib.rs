@@ -15,6 +15,7 @@ pub mod index;
 pub mod log_segment;
 pub mod metrics;
 pub mod replication;
+pub mod snapshot;
 pub mod state;
 pub mod storage;
 

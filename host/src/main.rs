@@ -66,9 +66,22 @@ enum CliCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write or restore a snapshot: a checksummed image of the whole store.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Open in salvage mode: keep every intact command of damaged segments,
     /// move the originals aside as *.corrupt, and report what was dropped.
     Salvage,
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Write an image of the store to FILE (which must not exist yet). The
+    /// file appears only once complete and fsynced.
+    Create { file: PathBuf },
+    /// Restore FILE into the data directory, which must be missing or empty.
+    /// A damaged image is refused and leaves the directory as it was.
+    Restore { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -181,6 +194,27 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
         }
         CliCommand::Verify { json } => return verify(&config, json),
+        CliCommand::Snapshot(SnapshotCommand::Create { file }) => {
+            let engine = KvEngine::open(config)?;
+            let info = create_snapshot_file(&engine, &file)?;
+            println!(
+                "snapshot {}: {} keys at log index {}, {} bytes",
+                file.display(),
+                info.keys,
+                info.last_log_index,
+                info.bytes
+            );
+        }
+        CliCommand::Snapshot(SnapshotCommand::Restore { file }) => {
+            let mut input = std::fs::File::open(&file)
+                .map_err(|source| Error::io(format!("open snapshot {}", file.display()), source))?;
+            let mut input = std::io::BufReader::new(&mut input);
+            let info = hightower::snapshot::restore_snapshot(config, &mut input)?;
+            println!(
+                "restored {} keys at log index {}",
+                info.keys, info.last_log_index
+            );
+        }
         CliCommand::Salvage => {
             let engine = KvEngine::open(Config {
                 recovery: RecoveryMode::Salvage,
@@ -203,6 +237,47 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `FILE.partial`, fsyncs it, renames it to `FILE`, fsyncs the directory.
+fn create_snapshot_file(
+    engine: &KvEngine,
+    file: &std::path::Path,
+) -> Result<hightower::snapshot::SnapshotInfo, Error> {
+    if file.exists() {
+        return Err(ConfigError {
+            field: "snapshot file",
+            reason: format!("{} already exists", file.display()),
+        }
+        .into());
+    }
+    let partial = PathBuf::from(format!("{}.partial", file.display()));
+    let io = |what: &str, path: &std::path::Path| {
+        let what = format!("{what} {}", path.display());
+        move |source| Error::io(what, source)
+    };
+    let out = std::fs::File::create_new(&partial).map_err(io("create", &partial))?;
+    let mut writer = std::io::BufWriter::new(out);
+    let info = hightower::snapshot::write_snapshot(engine.state().storage(), &mut writer);
+    let finished = info.and_then(|info| {
+        let out = writer
+            .into_inner()
+            .map_err(|err| Error::io(format!("write {}", partial.display()), err.into_error()))?;
+        out.sync_all().map_err(io("fsync", &partial))?;
+        std::fs::rename(&partial, file).map_err(io("rename", &partial))?;
+        let parent = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io("fsync", parent))?;
+        Ok(info)
+    });
+    if finished.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    finished
 }
 
 /// The value argument, or stdin for `-`.

@@ -219,6 +219,31 @@ impl Storage {
         entries
     }
 
+    /// Every live entry with the segments that hold them, taken under the
+    /// writer lock: a consistent cut at `last_log_index`. The segments stay
+    /// readable as long as the returned table is held.
+    pub fn consistent_cut(&self) -> (Vec<IndexEntry>, SegmentTable, u64) {
+        let writer = self.writer.lock().expect("writer lock poisoned");
+        let mut entries = Vec::with_capacity(self.index.len() as usize);
+        self.index.for_each(|entry| entries.push(entry));
+        let segments = self
+            .segments
+            .read()
+            .expect("segment table lock poisoned")
+            .clone();
+        (entries, segments, writer.last_log_index)
+    }
+
+    /// Removes every file of this store (cleanup after a failed restore into
+    /// a directory that was empty). The store must not be used afterwards.
+    pub(crate) fn remove_all_files(&self) {
+        for id in self.dir.segment_ids().unwrap_or_default() {
+            let _ = self.dir.remove(&segment_file_name(id));
+        }
+        let _ = self.dir.remove(crate::data_dir::LOCK_FILE_NAME);
+        let _ = self.dir.sync();
+    }
+
     /// Every live key and its entry, in no order.
     fn for_each_key(&self, mut visit: impl FnMut(&[u8], IndexEntry)) {
         let segments = self.segments.read().expect("segment table lock poisoned");

@@ -102,6 +102,40 @@ impl<'s> WriterGuard<'s> {
         self.writer.last_log_index = log_index;
     }
 
+    /// Stages one record with the version and log index it had in another
+    /// store (snapshot restore). Both must not go backwards. The record is
+    /// not published: restore reopens the store afterwards.
+    pub fn stage_restored(
+        &mut self,
+        log_index: u64,
+        version: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        assert!(
+            version >= self.writer.next_version,
+            "restored versions must increase"
+        );
+        assert!(
+            log_index >= self.writer.last_log_index,
+            "restored log indexes must not decrease"
+        );
+        let bytes = crate::log_segment::encoded_record_len(key.len(), value.len()) as u64;
+        self.guarded(|this| this.roll_if_needed(bytes))?;
+        let spec = RecordSpec {
+            version,
+            log_index,
+            key,
+            value: Some(value),
+            start_of_command: true,
+            end_of_command: true,
+        };
+        encode_record(&mut self.writer.buf, &spec);
+        self.writer.next_version = version + 1;
+        self.writer.last_log_index = log_index;
+        Ok(())
+    }
+
     /// Encodes one command's operations (`None` value: tombstone) with
     /// consecutive versions, rolling to a new segment first if they would
     /// not fit. A command never spans two segments.
