@@ -59,9 +59,9 @@ pub fn write_snapshot(storage: &Storage, out: &mut dyn Write) -> Result<Snapshot
     let mut body_crc = crc32fast::Hasher::new();
     let mut buf = Vec::new();
     for entry in &entries {
-        let segment = segments.get(&entry.segment_id).ok_or_else(|| {
-            Error::Unsupported("an index entry named a segment missing from the cut")
-        })?;
+        let segment = segments.get(&entry.segment_id).ok_or(Error::Unsupported(
+            "an index entry named a segment missing from the cut",
+        ))?;
         let key = segments
             .key_of(entry)
             .ok_or(Error::Unsupported("unreadable key in the cut"))?;
