@@ -8,7 +8,8 @@
 //! one command per blocked caller thread, so it is bounded by them.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::command::Command;
 use crate::error::Result;
@@ -47,24 +48,58 @@ impl<T> Ticket<T> {
 struct QueueState<T> {
     pending: VecDeque<Arc<Ticket<T>>>,
     leader_active: bool,
+    /// How many writers the next leader waits for (see `gather`).
+    expected: usize,
 }
 
 pub struct CommitQueue<T> {
     state: Mutex<QueueState<T>>,
     wake: Condvar,
+    /// Signalled when a writer enqueues, for a leader that is gathering.
+    arrived: Condvar,
     max_group_bytes: u64,
+    gather_wait: Duration,
 }
 
 impl<T> CommitQueue<T> {
-    pub fn new(max_group_bytes: u64) -> Self {
+    /// `gather_wait`: how long a new leader may wait for as many writers as
+    /// were active in the previous round to queue up (zero: never waits).
+    pub fn new(max_group_bytes: u64, gather_wait: Duration) -> Self {
         CommitQueue {
             state: Mutex::new(QueueState {
                 pending: VecDeque::new(),
                 leader_active: false,
+                expected: 0,
             }),
             wake: Condvar::new(),
+            arrived: Condvar::new(),
             max_group_bytes,
+            gather_wait,
         }
+    }
+
+    /// A new leader lets the writers of the previous round catch up before
+    /// it commits (PostgreSQL's commit_delay/commit_siblings). Without this,
+    /// writers split into two halves that take turns, each sharing an fsync
+    /// with only half of the others. A lone writer expects only itself and
+    /// never waits; the wait is bounded by `gather_wait`.
+    fn gather<'g>(
+        &self,
+        mut state: MutexGuard<'g, QueueState<T>>,
+    ) -> MutexGuard<'g, QueueState<T>> {
+        let deadline = Instant::now() + self.gather_wait;
+        while state.pending.len() < state.expected {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self
+                .arrived
+                .wait_timeout(state, deadline - now)
+                .expect("commit queue lock poisoned")
+                .0;
+        }
+        state
     }
 
     /// Submits `command` and blocks until its group is committed. `commit`
@@ -73,6 +108,7 @@ impl<T> CommitQueue<T> {
         let ticket = Arc::new(Ticket::new(command));
         let mut state = self.state.lock().expect("commit queue lock poisoned");
         state.pending.push_back(ticket.clone());
+        self.arrived.notify_one();
         loop {
             if let Some(result) = ticket.take() {
                 return result;
@@ -82,6 +118,7 @@ impl<T> CommitQueue<T> {
                 continue;
             }
             state.leader_active = true;
+            state = self.gather(state);
             let group = self.take_group(&mut state.pending);
             drop(state);
             let lead = LeaderGuard {
@@ -131,6 +168,8 @@ impl<T> Drop for LeaderGuard<'_, T> {
             Err(poisoned) => poisoned.into_inner(),
         };
         state.leader_active = false;
+        // Writers active this round: the group just committed and those who queued meanwhile.
+        state.expected = self.group.len() + state.pending.len();
         self.queue.wake.notify_all();
     }
 }
@@ -150,7 +189,7 @@ mod tests {
 
     #[test]
     fn a_lone_writer_commits_its_own_command() {
-        let queue = CommitQueue::<usize>::new(1 << 20);
+        let queue = CommitQueue::<usize>::new(1 << 20, Duration::from_micros(50));
         let result = queue.submit(set(1), |group| {
             assert_eq!(group.len(), 1);
             group[0].complete(Ok(7));
@@ -160,7 +199,10 @@ mod tests {
 
     #[test]
     fn concurrent_writers_share_groups_and_each_gets_its_own_result() {
-        let queue = Arc::new(CommitQueue::<usize>::new(1 << 20));
+        let queue = Arc::new(CommitQueue::<usize>::new(
+            1 << 20,
+            Duration::from_micros(50),
+        ));
         let groups = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..8)
             .map(|t| {
@@ -200,7 +242,7 @@ mod tests {
 
     #[test]
     fn groups_respect_the_byte_bound() {
-        let queue = CommitQueue::<usize>::new(1);
+        let queue = CommitQueue::<usize>::new(1, Duration::ZERO);
         let mut pending: VecDeque<_> = (0..3).map(|n| Arc::new(Ticket::new(set(n)))).collect();
         assert_eq!(
             queue.take_group(&mut pending).len(),
@@ -212,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_panicking_leader_does_not_stall_the_queue() {
-        let queue = CommitQueue::<usize>::new(1 << 20);
+        let queue = CommitQueue::<usize>::new(1 << 20, Duration::from_micros(50));
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _ = queue.submit(set(1), |_| panic!("commit failed"));
         }));

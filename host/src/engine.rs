@@ -80,7 +80,7 @@ impl KvEngine {
         let metrics = Arc::new(Metrics::new(options.metrics_hook));
         let faults = options.io_faults.unwrap_or_else(|| Arc::new(NoFaults));
         let interval = (config.sync == SyncMode::Interval).then(|| config.sync_interval());
-        let queue = CommitQueue::new(config.max_commit_group_bytes);
+        let queue = CommitQueue::new(config.max_commit_group_bytes, config.group_commit_wait());
         let state = KvState::open(config, faults, metrics.clone())?;
         let shared = Arc::new(Shared {
             state,

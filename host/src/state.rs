@@ -48,7 +48,7 @@ pub struct KvState {
 }
 
 /// Versions of keys written earlier in the same group (not yet published).
-type Overlay<'c> = HashMap<&'c [u8], Option<u64>>;
+type Overlay<'c> = HashMap<&'c [u8], Option<u64>, foldhash::fast::RandomState>;
 
 impl KvState {
     pub fn open(config: Config, faults: Arc<dyn IoFaults>, metrics: Arc<Metrics>) -> Result<Self> {
@@ -101,7 +101,7 @@ impl KvState {
                 })
                 .collect();
         }
-        let mut overlay = Overlay::new();
+        let mut overlay = Overlay::default();
         let mut staged = Vec::new();
         let mut results = Vec::with_capacity(commands.len());
         for &(log_index, command) in commands {
@@ -249,22 +249,26 @@ fn first_failed(
 /// The records a batch writes: deletes of keys absent at that point of the
 /// batch write nothing.
 fn effective_ops(ops: &[Op], exists_before: impl Fn(&[u8]) -> bool) -> Vec<(&[u8], Option<&[u8]>)> {
-    let mut present: HashMap<&[u8], bool> = HashMap::new();
+    let every_op = ops.iter().map(|op| (op.key(), op.value()));
+    if ops.iter().all(|op| op.value().is_some()) {
+        // Only deletes depend on what exists: a batch of sets needs no lookup.
+        return every_op.collect();
+    }
+    // Whether a key exists after the ops so far of this batch.
+    let mut present: HashMap<&[u8], bool, foldhash::fast::RandomState> = HashMap::default();
     let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
-        let key = op.key();
-        let exists = *present.entry(key).or_insert_with(|| exists_before(key));
-        match op.value() {
-            Some(value) => {
-                present.insert(key, true);
-                out.push((key, Some(value)));
+    for (key, value) in every_op {
+        if value.is_none() {
+            let exists = present
+                .get(key)
+                .copied()
+                .unwrap_or_else(|| exists_before(key));
+            if !exists {
+                continue;
             }
-            None if exists => {
-                present.insert(key, false);
-                out.push((key, None));
-            }
-            None => {}
         }
+        present.insert(key, value.is_some());
+        out.push((key, value));
     }
     out
 }
