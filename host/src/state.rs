@@ -240,10 +240,7 @@ fn first_failed(
 
 /// The records a batch writes: deletes of keys absent at that point of the
 /// batch write nothing.
-fn effective_ops<'c>(
-    ops: &'c [Op],
-    exists_before: impl Fn(&[u8]) -> bool,
-) -> Vec<(&'c [u8], Option<&'c [u8]>)> {
+fn effective_ops(ops: &[Op], exists_before: impl Fn(&[u8]) -> bool) -> Vec<(&[u8], Option<&[u8]>)> {
     let mut present: HashMap<&[u8], bool> = HashMap::new();
     let mut out = Vec::with_capacity(ops.len());
     for op in ops {

@@ -15,7 +15,7 @@ use crate::data_dir::DataDir;
 use crate::error::{IoContext, Result};
 use crate::fault::IoOp;
 
-const ZERO_CHUNK: [u8; 64 << 10] = [0; 64 << 10];
+static ZERO_CHUNK: [u8; 64 << 10] = [0; 64 << 10];
 
 pub struct ActiveSegment {
     id: u32,

@@ -92,6 +92,7 @@ mod tests {
             .read(true)
             .write(true)
             .create(true)
+            .truncate(true)
             .open(tmp.path().join("s"))
             .unwrap();
         file.write_all_at(&encode_segment_header(1), 0).unwrap();

@@ -119,7 +119,6 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
         "store opened"
     );
     let (last_version, last_log_index) = (replay.last_version, replay.last_log_index);
-    drop(replay);
     let writer = Writer::new(active, last_version + 1, last_log_index, preallocate_bytes);
     Ok(Storage {
         dir,
