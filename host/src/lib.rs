@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod replication;
 pub mod state;
 pub mod storage;
+pub mod wasm;
 
 pub use command::{Command, Condition, Op};
 pub use config::{Config, RecoveryMode, SyncMode};
