@@ -1,7 +1,7 @@
 //! A guest that uses every function of `hightower:kv/store` as documented.
 //!
 //! Commands (`arg` encodings in parentheses):
-//! - `ping`: `pong`.
+//! - `ping`: `pong`, without calling the host.
 //! - `exercise`: runs every function with its edge cases in the first granted
 //!   namespace, which must start empty; `Err` names the first surprise.
 //! - `set` (`u32 LE key length, key, value`): the new version, decimal.
@@ -29,9 +29,12 @@ struct WellBehaved;
 
 impl Guest for WellBehaved {
     fn call(command: String, arg: Vec<u8>) -> Result<Vec<u8>, String> {
+        // Before any host call: the benchmarks time an empty call with it.
+        if command == "ping" {
+            return Ok(b"pong".to_vec());
+        }
         let ns = open_first()?;
         match command.as_str() {
-            "ping" => Ok(b"pong".to_vec()),
             "exercise" => exercise(&ns).map(|()| b"ok".to_vec()),
             "set" => {
                 let (key, value) = split(&arg)?;
