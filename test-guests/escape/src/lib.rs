@@ -37,8 +37,13 @@ fn probe() -> String {
     };
     line("granted", format!("{:?}", store::granted()));
     // Namespace names other than the exact grant.
-    for name in ["", "/", "app", "ap", "app2/", "app/sub/", "APP/", "app//", "../app/", "other/"] {
-        line(&format!("open {name:?}"), format!("{:?}", Namespace::open(name).map(|_| ())));
+    for name in [
+        "", "/", "app", "ap", "app2/", "app/sub/", "APP/", "app//", "../app/", "other/",
+    ] {
+        line(
+            &format!("open {name:?}"),
+            format!("{:?}", Namespace::open(name).map(|_| ())),
+        );
     }
     let ns = Namespace::open("app/").expect("app/ is granted");
     let limits = ns.limits();
@@ -52,8 +57,14 @@ fn probe() -> String {
         b"/other/secret",
         b"\0other/secret",
     ] {
-        line(&format!("get {}", key.escape_ascii()), format!("{:?}", ns.get(key)));
-        line(&format!("set {}", key.escape_ascii()), format!("{:?}", ns.set(key, b"pwned").map(|_| ())));
+        line(
+            &format!("get {}", key.escape_ascii()),
+            format!("{:?}", ns.get(key)),
+        );
+        line(
+            &format!("set {}", key.escape_ascii()),
+            format!("{:?}", ns.set(key, b"pwned").map(|_| ())),
+        );
     }
     line("get empty", format!("{:?}", ns.get(b"")));
     line("set empty", format!("{:?}", ns.set(b"", b"v").map(|_| ())));
@@ -61,19 +72,34 @@ fn probe() -> String {
     line("delete empty", format!("{:?}", ns.delete(b"")));
     let long = vec![b'x'; limits.max_key_bytes as usize + 1];
     line("set long", format!("{:?}", ns.set(&long, b"v").map(|_| ())));
-    line("list long prefix", format!("{:?}", ns.list_keys(&long, None, 1).map(|_| ())));
-    line("list long cursor", format!("{:?}", ns.list_keys(b"", Some(&long), 1).map(|_| ())));
+    line(
+        "list long prefix",
+        format!("{:?}", ns.list_keys(&long, None, 1).map(|_| ())),
+    );
+    line(
+        "list long cursor",
+        format!("{:?}", ns.list_keys(b"", Some(&long), 1).map(|_| ())),
+    );
     let huge = vec![b'x'; 70_000];
     line("get huge key", format!("{:?}", ns.get(&huge)));
-    line("set non-utf8", format!("{:?}", ns.set(b"\xff\xfe", b"bytes").map(|_| ())));
-    line("get non-utf8", format!("{:?}", ns.get(b"\xff\xfe").map(|e| e.map(|e| e.value))));
+    line(
+        "set non-utf8",
+        format!("{:?}", ns.set(b"\xff\xfe", b"bytes").map(|_| ())),
+    );
+    line(
+        "get non-utf8",
+        format!("{:?}", ns.get(b"\xff\xfe").map(|e| e.map(|e| e.value))),
+    );
     line(
         "batch",
         format!(
             "{:?}",
             ns.batch(
                 &[Condition::Absent(b"../other/secret2".to_vec())],
-                &[Op::Set(KeyValue { key: b"../other/secret2".to_vec(), value: b"pwned".to_vec() })],
+                &[Op::Set(KeyValue {
+                    key: b"../other/secret2".to_vec(),
+                    value: b"pwned".to_vec()
+                })],
             )
             .map(|_| ())
         ),
@@ -84,7 +110,10 @@ fn probe() -> String {
     );
     line(
         "batch empty condition key",
-        format!("{:?}", ns.batch(&[Condition::Absent(Vec::new())], &[]).map(|_| ())),
+        format!(
+            "{:?}",
+            ns.batch(&[Condition::Absent(Vec::new())], &[]).map(|_| ())
+        ),
     );
     // Listings show only this namespace's keys, relative to it.
     let listed = ns.list_keys(b"", None, 0).map(|page| {
@@ -100,8 +129,20 @@ fn probe() -> String {
     // WASI gives nothing but clocks, randomness and output.
     line("env vars", std::env::vars_os().count().to_string());
     line("args", std::env::args_os().count().to_string());
-    line("read /", format!("{:?}", std::fs::read_dir("/").map(|_| ()).map_err(|e| e.kind())));
-    line("read .", format!("{:?}", std::fs::read("data").map(|_| ()).map_err(|e| e.kind())));
+    line(
+        "read /",
+        format!(
+            "{:?}",
+            std::fs::read_dir("/").map(|_| ()).map_err(|e| e.kind())
+        ),
+    );
+    line(
+        "read .",
+        format!(
+            "{:?}",
+            std::fs::read("data").map(|_| ()).map_err(|e| e.kind())
+        ),
+    );
     line(
         "write /tmp/x",
         format!("{:?}", std::fs::write("/tmp/x", b"x").map_err(|e| e.kind())),
@@ -110,18 +151,24 @@ fn probe() -> String {
         "tcp connect",
         format!(
             "{:?}",
-            std::net::TcpStream::connect("127.0.0.1:9").map(|_| ()).map_err(|e| e.kind())
+            std::net::TcpStream::connect("127.0.0.1:9")
+                .map(|_| ())
+                .map_err(|e| e.kind())
         ),
     );
     line(
         "tcp bind",
         format!(
             "{:?}",
-            std::net::TcpListener::bind("127.0.0.1:0").map(|_| ()).map_err(|e| e.kind())
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .map(|_| ())
+                .map_err(|e| e.kind())
         ),
     );
     let mut random = [0u8; 16];
-    let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).is_ok();
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .is_ok();
     line("clock", clock.to_string());
     // std has no public randomness; HashMap's seeds come from wasi:random.
     use std::hash::{BuildHasher, RandomState};

@@ -31,7 +31,9 @@ fn main() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["set", key, value] => {
-            let version = ns.set(key.as_bytes(), value.as_bytes()).unwrap_or_else(|e| fail(e));
+            let version = ns
+                .set(key.as_bytes(), value.as_bytes())
+                .unwrap_or_else(|e| fail(e));
             println!("{version}");
         }
         ["get", key] => match ns.get(key.as_bytes()).unwrap_or_else(|e| fail(e)) {
@@ -45,7 +47,11 @@ fn main() {
             }
         },
         ["delete", key] => {
-            if ns.delete(key.as_bytes()).unwrap_or_else(|e| fail(e)).is_none() {
+            if ns
+                .delete(key.as_bytes())
+                .unwrap_or_else(|e| fail(e))
+                .is_none()
+            {
                 eprintln!("kv-cli: {key}: not found");
                 exit(1);
             }
@@ -54,7 +60,9 @@ fn main() {
             let prefix = rest.first().copied().unwrap_or("").as_bytes();
             let mut cursor: Option<Vec<u8>> = None;
             loop {
-                let page = ns.list_keys(prefix, cursor.as_deref(), 0).unwrap_or_else(|e| fail(e));
+                let page = ns
+                    .list_keys(prefix, cursor.as_deref(), 0)
+                    .unwrap_or_else(|e| fail(e));
                 for key in page.keys {
                     println!("{}", key.escape_ascii());
                 }
@@ -66,7 +74,9 @@ fn main() {
         }
         ["exit", code] => exit(code.parse().unwrap_or(2)),
         _ => {
-            eprintln!("usage: kv-cli set KEY VALUE | get KEY | delete KEY | list [PREFIX] | exit CODE");
+            eprintln!(
+                "usage: kv-cli set KEY VALUE | get KEY | delete KEY | list [PREFIX] | exit CODE"
+            );
             exit(2);
         }
     }

@@ -9,6 +9,7 @@
 //! - `huge` (`u32 LE size`): a value of that many bytes, far over any legal
 //!   request: the host must stop the call before copying it.
 //! - `ping`: writes and reads a key.
+//!
 //! Each typed outcome is returned as its debug text.
 
 wit_bindgen::generate!({
@@ -30,13 +31,20 @@ impl Guest for Oversize {
         let outcome = match command.as_str() {
             "ping" => {
                 ns.set(b"ping", b"pong").map_err(|e| format!("{e:?}"))?;
-                return Ok(ns.get(b"ping").map_err(|e| format!("{e:?}"))?.ok_or("absent")?.value);
+                return Ok(ns
+                    .get(b"ping")
+                    .map_err(|e| format!("{e:?}"))?
+                    .ok_or("absent")?
+                    .value);
             }
             "value" => format!(
                 "{:?}",
                 ns.set(b"big", &vec![1; limits.max_value_bytes as usize + 1])
             ),
-            "key" => format!("{:?}", ns.set(&vec![b'k'; limits.max_key_bytes as usize + 1], b"v")),
+            "key" => format!(
+                "{:?}",
+                ns.set(&vec![b'k'; limits.max_key_bytes as usize + 1], b"v")
+            ),
             "batch-ops" => {
                 let ops: Vec<Op> = (0..=limits.max_batch_ops)
                     .map(|i| set(format!("op/{i}").into_bytes(), Vec::new()))

@@ -33,5 +33,9 @@ fn ping() -> Result<Vec<u8>, String> {
     let name = store::granted().remove(0);
     let ns = Namespace::open(&name).map_err(|e| format!("{e:?}"))?;
     ns.set(b"ping", b"pong").map_err(|e| format!("{e:?}"))?;
-    Ok(ns.get(b"ping").map_err(|e| format!("{e:?}"))?.ok_or("ping absent")?.value)
+    Ok(ns
+        .get(b"ping")
+        .map_err(|e| format!("{e:?}"))?
+        .ok_or("ping absent")?
+        .value)
 }

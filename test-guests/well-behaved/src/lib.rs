@@ -45,7 +45,10 @@ impl Guest for WellBehaved {
                 let (key, value) = split(&arg)?;
                 match ns.batch(
                     &[Condition::Absent(key.to_vec())],
-                    &[Op::Set(KeyValue { key: key.to_vec(), value: value.to_vec() })],
+                    &[Op::Set(KeyValue {
+                        key: key.to_vec(),
+                        value: value.to_vec(),
+                    })],
                 ) {
                     Ok(_) => Ok(b"won".to_vec()),
                     Err(Error::ConditionFailed(_)) => Ok(b"lost".to_vec()),
@@ -130,7 +133,10 @@ fn list_all(ns: &Namespace, prefix: &[u8], page_size: u32) -> Result<Vec<Vec<u8>
     let mut keys = Vec::new();
     let mut cursor = None;
     loop {
-        let KeyPage { keys: page, next_cursor } = ns
+        let KeyPage {
+            keys: page,
+            next_cursor,
+        } = ns
             .list_keys(prefix, cursor.as_deref(), page_size)
             .map_err(|e| format!("list-keys: {e:?}"))?;
         keys.extend(page);
@@ -159,14 +165,20 @@ fn exercise(ns: &Namespace) -> Result<(), String> {
     // Empty namespace.
     check!(ns.get(b"a").map_err(e)?.is_none(), "a present at start");
     check!(!ns.exists(b"a").map_err(e)?, "a exists at start");
-    check!(ns.delete(b"a").map_err(e)?.is_none(), "deleting absent a wrote");
+    check!(
+        ns.delete(b"a").map_err(e)?.is_none(),
+        "deleting absent a wrote"
+    );
 
     // set / get / exists / overwrite.
     let v1 = ns.set(b"a", b"one").map_err(e)?;
     check!(v1 > 0, "version 0");
     let got = ns.get(b"a").map_err(e)?;
     check!(
-        got == Some(Entry { value: b"one".to_vec(), version: v1 }),
+        got == Some(Entry {
+            value: b"one".to_vec(),
+            version: v1
+        }),
         "get a: {got:?}"
     );
     check!(ns.exists(b"a").map_err(e)?, "a missing");
@@ -174,7 +186,11 @@ fn exercise(ns: &Namespace) -> Result<(), String> {
     check!(v2 > v1, "versions do not grow: {v1} then {v2}");
     let empty = ns.set(b"empty", b"").map_err(e)?;
     check!(
-        ns.get(b"empty").map_err(e)? == Some(Entry { value: vec![], version: empty }),
+        ns.get(b"empty").map_err(e)?
+            == Some(Entry {
+                value: vec![],
+                version: empty
+            }),
         "empty value"
     );
     let binary_key = [0u8, 0xff, b'/', 0xfe];
@@ -216,7 +232,10 @@ fn exercise(ns: &Namespace) -> Result<(), String> {
         "whole namespace: {everything:?}"
     );
     check!(
-        ns.list_keys(b"nothing/", None, 5).map_err(e)?.keys.is_empty(),
+        ns.list_keys(b"nothing/", None, 5)
+            .map_err(e)?
+            .keys
+            .is_empty(),
         "empty prefix listing"
     );
 
@@ -225,8 +244,14 @@ fn exercise(ns: &Namespace) -> Result<(), String> {
         .batch(
             &[Condition::Absent(b"idx/alice".to_vec())],
             &[
-                Op::Set(KeyValue { key: b"user/1".to_vec(), value: b"alice".to_vec() }),
-                Op::Set(KeyValue { key: b"idx/alice".to_vec(), value: b"1".to_vec() }),
+                Op::Set(KeyValue {
+                    key: b"user/1".to_vec(),
+                    value: b"alice".to_vec(),
+                }),
+                Op::Set(KeyValue {
+                    key: b"idx/alice".to_vec(),
+                    value: b"1".to_vec(),
+                }),
             ],
         )
         .map_err(e)?;
@@ -242,27 +267,45 @@ fn exercise(ns: &Namespace) -> Result<(), String> {
     let taken = ns.batch(
         &[Condition::Absent(b"idx/alice".to_vec())],
         &[
-            Op::Set(KeyValue { key: b"user/2".to_vec(), value: b"alice".to_vec() }),
-            Op::Set(KeyValue { key: b"idx/alice".to_vec(), value: b"2".to_vec() }),
+            Op::Set(KeyValue {
+                key: b"user/2".to_vec(),
+                value: b"alice".to_vec(),
+            }),
+            Op::Set(KeyValue {
+                key: b"idx/alice".to_vec(),
+                value: b"2".to_vec(),
+            }),
         ],
     );
     check!(
         matches!(&taken, Err(Error::ConditionFailed(key)) if key == b"idx/alice"),
         "duplicate insert: {taken:?}"
     );
-    check!(!ns.exists(b"user/2").map_err(e)?, "a failed batch wrote user/2");
+    check!(
+        !ns.exists(b"user/2").map_err(e)?,
+        "a failed batch wrote user/2"
+    );
 
     // Compare-and-set on a version, then a stale version.
     let current = ns.get(b"a").map_err(e)?.ok_or("a vanished")?.version;
     let cas = ns
         .batch(
-            &[Condition::VersionIs(KeyVersion { key: b"a".to_vec(), version: current })],
-            &[Op::Set(KeyValue { key: b"a".to_vec(), value: b"three".to_vec() })],
+            &[Condition::VersionIs(KeyVersion {
+                key: b"a".to_vec(),
+                version: current,
+            })],
+            &[Op::Set(KeyValue {
+                key: b"a".to_vec(),
+                value: b"three".to_vec(),
+            })],
         )
         .map_err(e)?;
     check!(cas.is_some_and(|v| v > current), "cas: {cas:?}");
     let stale = ns.batch(
-        &[Condition::VersionIs(KeyVersion { key: b"a".to_vec(), version: current })],
+        &[Condition::VersionIs(KeyVersion {
+            key: b"a".to_vec(),
+            version: current,
+        })],
         &[Op::Delete(b"a".to_vec())],
     );
     check!(
@@ -276,16 +319,24 @@ fn exercise(ns: &Namespace) -> Result<(), String> {
     // Empty batch, and deletes of absent keys, write nothing.
     check!(ns.batch(&[], &[]).map_err(e)?.is_none(), "empty batch");
     check!(
-        ns.batch(&[], &[Op::Delete(b"never".to_vec())]).map_err(e)?.is_none(),
+        ns.batch(&[], &[Op::Delete(b"never".to_vec())])
+            .map_err(e)?
+            .is_none(),
         "delete of an absent key in a batch"
     );
     // A later op on the same key wins.
     ns.batch(
         &[],
         &[
-            Op::Set(KeyValue { key: b"twice".to_vec(), value: b"1".to_vec() }),
+            Op::Set(KeyValue {
+                key: b"twice".to_vec(),
+                value: b"1".to_vec(),
+            }),
             Op::Delete(b"twice".to_vec()),
-            Op::Set(KeyValue { key: b"twice".to_vec(), value: b"2".to_vec() }),
+            Op::Set(KeyValue {
+                key: b"twice".to_vec(),
+                value: b"2".to_vec(),
+            }),
         ],
     )
     .map_err(e)?;
