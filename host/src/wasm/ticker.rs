@@ -57,3 +57,21 @@ impl Drop for EpochTicker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_stops_and_joins_the_thread() {
+        let ticker =
+            EpochTicker::start(wasmtime::Engine::default(), Duration::from_millis(1)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let stop = ticker.stop.clone();
+        let started = Instant::now();
+        drop(ticker);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // The thread held the other clone; joined means it is gone.
+        assert_eq!(Arc::strong_count(&stop), 1);
+    }
+}
