@@ -77,6 +77,29 @@ fn run_passes_arguments_output_and_exit_status_through() {
 }
 
 #[test]
+fn a_command_that_runs_too_long_is_stopped_with_status_6() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = hightower(
+        tmp.path(),
+        &[
+            "run",
+            KV_CLI,
+            "--namespace",
+            "app/",
+            "--timeout-ms",
+            "200",
+            "spin",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(6));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stopped after its time limit of 200 ms"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn run_refuses_bad_namespaces_and_non_commands() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

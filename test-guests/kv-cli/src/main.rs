@@ -1,6 +1,6 @@
 //! A command-line extension for `hightower run`: a tiny client of its
 //! namespace. Usage: `kv-cli set KEY VALUE | get KEY | delete KEY | list
-//! [PREFIX] | exit CODE`. Output goes to stdout, errors to stderr; exit
+//! [PREFIX] | exit CODE | spin` (spin never ends). Output goes to stdout, errors to stderr; exit
 //! status 0 on success, 1 when a key is absent, 2 on bad usage or errors,
 //! or CODE.
 
@@ -73,9 +73,15 @@ fn main() {
             }
         }
         ["exit", code] => exit(code.parse().unwrap_or(2)),
+        ["spin"] => {
+            let mut counter = 0u64;
+            loop {
+                counter = std::hint::black_box(counter.wrapping_add(1));
+            }
+        }
         _ => {
             eprintln!(
-                "usage: kv-cli set KEY VALUE | get KEY | delete KEY | list [PREFIX] | exit CODE"
+                "usage: kv-cli set KEY VALUE | get KEY | delete KEY | list [PREFIX] | exit CODE | spin"
             );
             exit(2);
         }
