@@ -18,6 +18,7 @@ pub mod replication;
 pub mod snapshot;
 pub mod state;
 pub mod storage;
+pub mod wasm;
 
 pub use command::{Command, Condition, Op};
 pub use config::{Config, RecoveryMode, SyncMode};

@@ -3,18 +3,22 @@
 //! Exit codes (stable, for scripts):
 //! 0 success · 1 key not found · 2 bad usage, input or configuration ·
 //! 3 data directory locked by another process · 4 corruption or unsupported
-//! format found · 5 any other I/O or internal error.
+//! format found · 5 any other I/O or internal error · 6 a component run by
+//! `run` was stopped (trap, panic, time or memory limit). Otherwise `run`
+//! exits with the component's own status.
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use hightower::command::Limits;
 use hightower::error::{ConfigError, display_key};
 use hightower::storage::{SegmentVerdict, verify_segments};
+use hightower::wasm::{SandboxConfig, WasmError, WasmRuntime};
 use hightower::{Config, Error, KvEngine, RecoveryMode};
 
 const EXIT_NOT_FOUND: u8 = 1;
@@ -22,6 +26,10 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_LOCKED: u8 = 3;
 const EXIT_CORRUPT: u8 = 4;
 const EXIT_OTHER: u8 = 5;
+const EXIT_GUEST_FAULT: u8 = 6;
+
+/// `run`'s default time limit for the whole run.
+const DEFAULT_RUN_TIMEOUT_MS: u64 = 30_000;
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +37,7 @@ const EXIT_OTHER: u8 = 5;
     version,
     about = "Hightower KV: an embedded log-structured key-value store for worker nodes",
     after_help = "Exit codes: 0 ok, 1 key not found, 2 bad usage/input/config, 3 data directory locked, \
-                  4 corruption or unsupported format, 5 other error.\n\
+                  4 corruption or unsupported format, 5 other error, 6 component stopped (run).\n\
                   Logs go to stderr; set HIGHTOWER_LOG (e.g. info, debug) for more."
 )]
 struct Cli {
@@ -72,6 +80,29 @@ enum CliCommand {
     /// Open in salvage mode: keep every intact command of damaged segments,
     /// move the originals aside as *.corrupt, and report what was dropped.
     Salvage,
+    /// Run a WebAssembly component (a WASI command importing hightower:kv)
+    /// in the sandbox, with access to the granted namespaces only. Its
+    /// stdout, stderr and exit status are passed through.
+    Run {
+        /// The component (.wasm) to run.
+        component: PathBuf,
+        /// A namespace to grant, such as `app/` (repeat for more).
+        #[arg(long = "namespace", value_name = "NS", required = true)]
+        namespaces: Vec<String>,
+        /// Time limit for the whole run, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = DEFAULT_RUN_TIMEOUT_MS)]
+        timeout_ms: u64,
+        /// Largest size of each linear memory of the component, in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = SandboxConfig::default().max_memory_bytes)]
+        max_memory_bytes: u64,
+        /// Arguments for the component (after `--` if they start with `-`).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -215,6 +246,20 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 info.keys, info.last_log_index
             );
         }
+        CliCommand::Run {
+            component,
+            namespaces,
+            timeout_ms,
+            max_memory_bytes,
+            args,
+        } => {
+            let sandbox = SandboxConfig {
+                call_timeout_ms: timeout_ms,
+                max_memory_bytes,
+                ..SandboxConfig::default()
+            };
+            return run_component(config, sandbox, &component, &namespaces, args);
+        }
         CliCommand::Salvage => {
             let engine = KvEngine::open(Config {
                 recovery: RecoveryMode::Salvage,
@@ -278,6 +323,44 @@ fn create_snapshot_file(
         let _ = std::fs::remove_file(&partial);
     }
     finished
+}
+
+/// `hightower run`: the component's exit status, or ours for a failure.
+fn run_component(
+    config: Config,
+    sandbox: SandboxConfig,
+    path: &std::path::Path,
+    namespaces: &[String],
+    args: Vec<String>,
+) -> Result<ExitCode, Error> {
+    let wasm = std::fs::read(path)
+        .map_err(|source| Error::io(format!("read {}", path.display()), source))?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let engine = Arc::new(KvEngine::open(config)?);
+    let mut argv = vec![name.clone()];
+    argv.extend(args);
+    let status = WasmRuntime::new(engine.clone(), sandbox)
+        .and_then(|runtime| runtime.run_command(&name, &wasm, namespaces, &argv));
+    // The runtime is gone; close the store cleanly (final fsync) if we can.
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.close()?;
+    }
+    match status {
+        Ok(code) => Ok(ExitCode::from(code as u8)),
+        Err(err) => {
+            eprintln!("hightower: {err}");
+            Ok(ExitCode::from(match err {
+                WasmError::Config(_)
+                | WasmError::Compile { .. }
+                | WasmError::Instantiate { .. } => EXIT_USAGE,
+                err if err.is_guest_fault() => EXIT_GUEST_FAULT,
+                _ => EXIT_OTHER,
+            }))
+        }
+    }
 }
 
 /// The value argument, or stdin for `-`.
