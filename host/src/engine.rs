@@ -524,4 +524,32 @@ mod tests {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(reader.join().unwrap() > 0);
     }
+
+    #[test]
+    fn prefix_pages_walk_every_matching_key_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = KvEngine::open(config(tmp.path(), SyncMode::Os)).unwrap();
+        let mut expected = Vec::new();
+        for i in (0..500u32).map(|i| (i * 7919) % 500) {
+            let key = format!("p/{i:03}").into_bytes();
+            engine.put(&key, b"v").unwrap();
+            engine.put(format!("q/{i}").as_bytes(), b"v").unwrap();
+            expected.push(key);
+        }
+        expected.sort();
+        let read = engine.read();
+        let mut seen = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        for _ in 0..100 {
+            let page = read.keys_with_prefix(b"p/", cursor.as_deref(), 7);
+            assert!(page.len() <= 7);
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            seen.extend(page);
+            cursor = Some(last);
+        }
+        assert_eq!(seen, expected);
+        assert!(read.keys_with_prefix(b"p/", None, 0).is_empty());
+    }
 }

@@ -9,7 +9,7 @@
 mod recovery;
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -200,15 +200,27 @@ impl Storage {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Vec<Vec<u8>> {
-        let mut matches = Vec::new();
+        // A max-heap of the `limit` smallest matches: memory O(limit), not
+        // O(matches); a key is copied only if it beats the current largest.
+        let mut smallest: BinaryHeap<Vec<u8>> = BinaryHeap::with_capacity(limit.min(1024) + 1);
+        if limit == 0 {
+            return Vec::new();
+        }
         self.for_each_key(|key, _| {
-            if key.starts_with(prefix) && after.is_none_or(|after| key > after) {
-                matches.push(key.to_vec());
+            if !key.starts_with(prefix) || after.is_some_and(|after| key <= after) {
+                return;
+            }
+            if smallest.len() < limit {
+                smallest.push(key.to_vec());
+            } else if smallest
+                .peek()
+                .is_some_and(|largest| key < largest.as_slice())
+            {
+                smallest.pop();
+                smallest.push(key.to_vec());
             }
         });
-        matches.sort_unstable();
-        matches.truncate(limit);
-        matches
+        smallest.into_sorted_vec()
     }
 
     /// Every live key with its index entry, sorted by key. For tests and tooling.
