@@ -45,32 +45,9 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 // Helpers: deterministic randomness, commands, the store's contents.
 // ---------------------------------------------------------------------------
 
-/// xorshift64: deterministic, no dependency on the host.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// A byte that is never zero (zeros read as "end of log").
-    fn nonzero_byte(&mut self) -> u8 {
-        (self.below(255) + 1) as u8
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// A value of `len` bytes that depends on `key`, so a misplaced value shows.
 fn value_for(key: &str, len: usize) -> Vec<u8> {
