@@ -268,3 +268,114 @@ impl Storage {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SyncMode;
+    use crate::fault::NoFaults;
+
+    pub(super) fn open(dir: &std::path::Path, segment_size_bytes: u64) -> Storage {
+        let config = Config {
+            sync: SyncMode::Os,
+            segment_size_bytes,
+            ..Config::new(dir)
+        };
+        Storage::open(config, Arc::new(NoFaults), Arc::new(Metrics::new(None))).unwrap()
+    }
+
+    /// Writes one single-op command through the writer, as `KvState` does.
+    pub(super) fn write(
+        storage: &Storage,
+        log_index: u64,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> u64 {
+        let mut writer = storage.lock_writer();
+        let mut staged = Vec::new();
+        writer.note_applied(log_index);
+        writer
+            .stage_command(log_index, &[(key, value)], &mut staged)
+            .unwrap();
+        writer.write_staged(false).unwrap();
+        writer.publish(&staged);
+        staged[0].entry.version
+    }
+
+    #[test]
+    fn reads_see_published_records_with_their_versions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = open(tmp.path(), 1 << 20);
+        assert_eq!(storage.get(b"k").unwrap(), None);
+        let version = write(&storage, 1, b"k", Some(b"v"));
+        assert_eq!(
+            storage.get(b"k").unwrap(),
+            Some(Versioned {
+                value: b"v".to_vec(),
+                version
+            })
+        );
+        assert_eq!(storage.version_of(b"k"), Some(version));
+        assert_eq!(storage.committed_version(), version);
+        write(&storage, 2, b"k", None);
+        assert_eq!(storage.get(b"k").unwrap(), None);
+        assert_eq!(storage.version_of(b"k"), None);
+    }
+
+    #[test]
+    fn stats_count_keys_segments_and_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = open(tmp.path(), 4096);
+        for i in 0..100u64 {
+            write(
+                &storage,
+                i + 1,
+                format!("key-{i}").as_bytes(),
+                Some(&[7; 60]),
+            );
+        }
+        let stats = storage.stats();
+        assert_eq!(stats.keys, 100);
+        assert!(stats.segments > 1, "rolled");
+        // Records: 28-byte header, key ("key-0".."key-9": 5 bytes, then 6), value.
+        assert_eq!(stats.live_bytes, 10 * (28 + 5 + 60) + 90 * (28 + 6 + 60));
+        assert!(stats.disk_bytes >= stats.live_bytes);
+        assert_eq!(stats.last_log_index, 100);
+    }
+
+    #[test]
+    fn a_consistent_cut_holds_every_live_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = open(tmp.path(), 4096);
+        for i in 0..50u64 {
+            write(
+                &storage,
+                i + 1,
+                format!("{}", i % 20).as_bytes(),
+                Some(b"value"),
+            );
+        }
+        let (entries, segments, last_log_index) = storage.consistent_cut();
+        assert_eq!((entries.len(), last_log_index), (20, 50));
+        for entry in &entries {
+            assert!(segments.key_of(entry).is_some());
+        }
+        let keys: Vec<Vec<u8>> = storage
+            .sorted_entries()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys.len(), 20);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn remove_all_files_leaves_an_empty_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = open(tmp.path(), 4096);
+        write(&storage, 1, b"k", Some(b"v"));
+        storage.remove_all_files();
+        drop(storage);
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+}

@@ -467,3 +467,160 @@ pub fn verify_segments(config: &Config) -> Result<Vec<SegmentVerification>> {
     }
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{open, write};
+    use super::*;
+    use crate::config::SyncMode;
+    use crate::fault::NoFaults;
+
+    fn reopen(dir: &std::path::Path, recovery: RecoveryMode) -> Result<Storage> {
+        let config = Config {
+            sync: SyncMode::Os,
+            segment_size_bytes: 4096,
+            recovery,
+            ..Config::new(dir)
+        };
+        Storage::open(config, Arc::new(NoFaults), Arc::new(Metrics::new(None)))
+    }
+
+    fn segment_path(dir: &std::path::Path, id: u32) -> std::path::PathBuf {
+        dir.join(segment_file_name(id))
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop({
+            let storage = open(tmp.path(), 4096);
+            write(&storage, 1, b"kept", Some(b"1"));
+            write(&storage, 2, b"torn", Some(b"2"));
+            storage
+        });
+        let path = segment_path(tmp.path(), 1);
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let storage = reopen(tmp.path(), RecoveryMode::Strict).unwrap();
+        assert_eq!(storage.open_report().torn_tail_bytes_dropped, 33 - 3);
+        assert!(storage.get(b"kept").unwrap().is_some());
+        assert_eq!(storage.get(b"torn").unwrap(), None);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len - 33);
+    }
+
+    #[test]
+    fn an_interrupted_segment_creation_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop({
+            let storage = open(tmp.path(), 4096);
+            write(&storage, 1, b"k", Some(b"v"));
+            storage
+        });
+        std::fs::write(segment_path(tmp.path(), 2), [0u8; 10]).unwrap();
+        let storage = reopen(tmp.path(), RecoveryMode::Strict).unwrap();
+        assert_eq!(storage.get(b"k").unwrap().unwrap().value, b"v");
+        assert_eq!(storage.open_report().segments, 1);
+        assert!(!segment_path(tmp.path(), 2).exists());
+    }
+
+    /// Six 1.5 KB puts in 4 KiB segments: at least two sealed segments.
+    fn three_segments(dir: &std::path::Path) {
+        let storage = open(dir, 4096);
+        for i in 0..6u64 {
+            write(
+                &storage,
+                i + 1,
+                format!("key-{i}").as_bytes(),
+                Some(&[i as u8 + 1; 1500]),
+            );
+        }
+        assert!(storage.stats().segments >= 3);
+    }
+
+    #[test]
+    fn damage_in_a_sealed_segment_names_file_and_offset_and_salvage_keeps_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        three_segments(tmp.path());
+        let path = segment_path(tmp.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let record = SEGMENT_HEADER_LEN;
+        bytes[record + 40] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        match reopen(tmp.path(), RecoveryMode::Strict) {
+            Err(Error::Corruption(c)) => {
+                assert_eq!(
+                    (c.file.as_str(), c.offset),
+                    ("seg-0000000001.log", record as u64)
+                );
+                assert!(c.reason.starts_with("checksum mismatch"), "{}", c.reason);
+            }
+            other => panic!("expected corruption, got {:?}", other.err()),
+        }
+        let storage = reopen(tmp.path(), RecoveryMode::Salvage).unwrap();
+        assert_eq!(
+            storage.get(b"key-0").unwrap(),
+            None,
+            "the damaged command is dropped"
+        );
+        for i in 1..6 {
+            assert!(
+                storage
+                    .get(format!("key-{i}").as_bytes())
+                    .unwrap()
+                    .is_some(),
+                "key-{i}"
+            );
+        }
+        let note = &storage.open_report().salvaged[0];
+        assert_eq!(note.segment, "seg-0000000001.log");
+        assert_eq!(note.dropped[0].0, record as u64);
+        assert_eq!(
+            std::fs::read(tmp.path().join(&note.original_kept_as)).unwrap(),
+            bytes
+        );
+        drop(storage);
+        reopen(tmp.path(), RecoveryMode::Strict).unwrap();
+    }
+
+    #[test]
+    fn leftover_salvage_files_are_removed_on_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        three_segments(tmp.path());
+        let leftover = tmp.path().join("seg-0000000001.log.salvage");
+        std::fs::write(&leftover, b"partial").unwrap();
+        reopen(tmp.path(), RecoveryMode::Strict).unwrap();
+        assert!(!leftover.exists());
+    }
+
+    #[test]
+    fn verify_reports_each_segment_without_changing_anything() {
+        let tmp = tempfile::tempdir().unwrap();
+        three_segments(tmp.path());
+        let config = Config {
+            sync: SyncMode::Os,
+            ..Config::new(tmp.path())
+        };
+        let before: Vec<_> = (1..=3)
+            .map(|id| std::fs::read(segment_path(tmp.path(), id)).unwrap())
+            .collect();
+        let results = verify_segments(&config).unwrap();
+        assert!(results.len() >= 3);
+        assert!(
+            results.iter().all(|r| r.verdict == SegmentVerdict::Ok),
+            "{results:?}"
+        );
+        assert_eq!(results.iter().map(|r| r.commands).sum::<u64>(), 6);
+        let after: Vec<_> = (1..=3)
+            .map(|id| std::fs::read(segment_path(tmp.path(), id)).unwrap())
+            .collect();
+        assert_eq!(before, after);
+        let missing = Config::new(tmp.path().join("nope"));
+        assert!(matches!(verify_segments(&missing), Err(Error::Config(_))));
+        assert!(!tmp.path().join("nope").exists());
+    }
+}

@@ -386,3 +386,90 @@ pub(super) fn sync_without_blocking_appends(storage: &Storage) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{open, write};
+    use super::*;
+    use crate::config::Config;
+    use crate::fault::{FailNth, IoOp};
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn staged_records_stay_invisible_until_published() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = open(tmp.path(), 1 << 20);
+        let mut writer = storage.lock_writer();
+        let mut staged = Vec::new();
+        writer.note_applied(1);
+        writer
+            .stage_command(1, &[(b"a", Some(b"1")), (b"b", None)], &mut staged)
+            .unwrap();
+        assert_eq!((staged[0].entry.version, staged[1].entry.version), (1, 2));
+        assert!(staged[1].tombstone);
+        assert!(writer.staged_bytes() > 0);
+        writer.write_staged(false).unwrap();
+        assert_eq!(
+            storage.version_of(b"a"),
+            None,
+            "written but not yet published"
+        );
+        writer.publish(&staged);
+        assert_eq!(storage.version_of(b"a"), Some(1));
+        assert_eq!(writer.next_version(), 3);
+    }
+
+    #[test]
+    fn a_command_that_does_not_fit_rolls_to_a_new_segment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = open(tmp.path(), 4096);
+        write(&storage, 1, b"first", Some(&[1; 3000]));
+        assert_eq!(storage.stats().segments, 1);
+        write(&storage, 2, b"second", Some(&[2; 3000]));
+        assert_eq!(storage.stats().segments, 2);
+        // An oversized command gets an empty segment to itself.
+        write(&storage, 3, b"big", Some(&[3; 9000]));
+        assert_eq!(storage.stats().segments, 3);
+        assert_eq!(storage.get(b"first").unwrap().unwrap().value, vec![1; 3000]);
+        assert_eq!(storage.get(b"big").unwrap().unwrap().value, vec![3; 9000]);
+    }
+
+    #[test]
+    fn an_io_failure_poisons_the_writer_and_nothing_more_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            sync: crate::config::SyncMode::Always,
+            ..Config::new(tmp.path())
+        };
+        // The segment's creation is sync 0; the first write's sync is 1.
+        let faults = Arc::new(FailNth::new(IoOp::SyncFile, 1, false));
+        let storage = Storage::open(config, faults, Arc::new(Metrics::new(None))).unwrap();
+        let mut writer = storage.lock_writer();
+        let mut staged = Vec::new();
+        writer.note_applied(1);
+        writer
+            .stage_command(1, &[(b"k", Some(b"v"))], &mut staged)
+            .unwrap();
+        let err = writer.write_staged(true).unwrap_err();
+        assert!(
+            err.to_string().contains("injected SyncFile failure"),
+            "{err}"
+        );
+        let refused = writer.write_staged(true).unwrap_err();
+        assert!(matches!(refused, Error::Poisoned { .. }), "{refused}");
+        assert!(writer.sync().is_err());
+        drop(writer);
+        assert!(storage.stats().poisoned.is_some());
+        assert!(storage.sync_in_background().is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "restored versions must increase")]
+    fn restored_versions_cannot_go_backwards() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = open(tmp.path(), 1 << 20);
+        let mut writer = storage.lock_writer();
+        writer.stage_restored(1, 5, b"a", b"1").unwrap();
+        writer.stage_restored(1, 5, b"b", b"2").unwrap();
+    }
+}
