@@ -4,8 +4,7 @@
 //! into the [`KvState`] state machine; reads go straight to storage through a
 //! [`ReadContext`]. The engine is `Send + Sync`: share it with `Arc`.
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -13,9 +12,10 @@ use serde::Serialize;
 use crate::command::Command;
 use crate::commit_queue::{CommitQueue, Ticket};
 use crate::config::{Config, SyncMode};
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::fault::{IoFaults, NoFaults};
 use crate::metrics::{Counter, Latency, Metrics, MetricsHook, MetricsSnapshot};
+use crate::periodic::PeriodicThread;
 use crate::state::{KvState, Outcome};
 use crate::storage::{OpenReport, StorageStats, Versioned};
 
@@ -67,7 +67,7 @@ struct Shared {
 
 pub struct KvEngine {
     shared: Arc<Shared>,
-    flusher: Option<Flusher>,
+    flusher: Option<PeriodicThread>,
     closed: bool,
 }
 
@@ -89,7 +89,7 @@ impl KvEngine {
         });
         let flusher = match interval {
             Some(period) if options.background_threads => {
-                Some(Flusher::start(shared.clone(), period))
+                Some(start_flusher(shared.clone(), period)?)
             }
             _ => None,
         };
@@ -268,53 +268,14 @@ impl ReadContext<'_> {
     }
 }
 
-/// The `sync = "interval"` background flusher; stopped and joined on drop.
-struct Flusher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Flusher {
-    fn start(shared: Arc<Shared>, period: Duration) -> Self {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let signal = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("hightower-flusher".into())
-            .spawn(move || {
-                let (lock, wake) = &*signal;
-                let mut stopped = lock.lock().expect("flusher lock poisoned");
-                while !*stopped {
-                    stopped = wake
-                        .wait_timeout(stopped, period)
-                        .expect("flusher lock poisoned")
-                        .0;
-                    if *stopped {
-                        break;
-                    }
-                    drop(stopped);
-                    // A failure poisons the writer (and is logged there); the
-                    // next write reports it, so the flusher just carries on.
-                    let _ = shared.state.storage().sync_in_background();
-                    stopped = lock.lock().expect("flusher lock poisoned");
-                }
-            })
-            .expect("spawn flusher thread");
-        Flusher {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        let (lock, wake) = &*self.stop;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// The `sync = "interval"` background flusher: fsyncs once per period.
+/// A failure poisons the writer (and is logged there); the next write
+/// reports it, so the flusher just carries on.
+fn start_flusher(shared: Arc<Shared>, period: Duration) -> Result<PeriodicThread> {
+    PeriodicThread::start("hightower-flusher", period, move || {
+        let _ = shared.state.storage().sync_in_background();
+    })
+    .context(|| "start the flusher thread")
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod fault;
 pub mod index;
 pub mod log_segment;
 pub mod metrics;
+pub mod periodic;
 pub mod replication;
 pub mod snapshot;
 pub mod state;
