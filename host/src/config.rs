@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use crate::log_segment::{MAX_FORMAT_KEY_BYTES, MAX_FORMAT_VALUE_BYTES, SEGMENT_HEADER_LEN};
+use crate::wasm::SandboxConfig;
 
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "hightower-data";
@@ -88,6 +89,9 @@ pub struct Config {
     pub index_max_load_factor: f64,
     /// Recovery policy for corruption outside the active tail. Default `strict`.
     pub recovery: RecoveryMode,
+    /// The WebAssembly sandbox (the `[wasm]` table of a config file); see
+    /// [`SandboxConfig`] for its fields and defaults.
+    pub wasm: SandboxConfig,
 }
 
 impl Default for Config {
@@ -107,6 +111,7 @@ impl Default for Config {
             index_initial_capacity: 0,
             index_max_load_factor: 0.875,
             recovery: RecoveryMode::Strict,
+            wasm: SandboxConfig::default(),
         }
     }
 }
@@ -212,6 +217,10 @@ impl Config {
                 ),
             );
         }
+        self.wasm.validate().map_err(|inner| ConfigError {
+            field: "wasm",
+            reason: format!("{}: {}", inner.field, inner.reason),
+        })?;
         Ok(())
     }
 
@@ -240,6 +249,25 @@ mod tests {
             config.segment_size_bytes,
             Config::default().segment_size_bytes
         );
+    }
+
+    #[test]
+    fn the_wasm_table_configures_the_sandbox() {
+        let config =
+            Config::from_toml("[wasm]\ncall_timeout_ms = 250\nmax_memory_bytes = 1048576\n")
+                .unwrap();
+        assert_eq!(config.wasm.call_timeout_ms, 250);
+        assert_eq!(config.wasm.max_memory_bytes, 1 << 20);
+        assert_eq!(
+            config.wasm.max_page_keys,
+            SandboxConfig::default().max_page_keys
+        );
+        let err = Config::from_toml("[wasm]\nepoch_tick_ms = 0\n").unwrap_err();
+        assert_eq!(
+            (err.field, err.reason.as_str()),
+            ("wasm", "epoch_tick_ms: must be at least 1")
+        );
+        assert!(Config::from_toml("[wasm]\ntimeout = 1\n").is_err());
     }
 
     #[test]

@@ -92,9 +92,10 @@ enum CliCommand {
         /// Time limit for the whole run, in milliseconds.
         #[arg(long, value_name = "MS", default_value_t = DEFAULT_RUN_TIMEOUT_MS)]
         timeout_ms: u64,
-        /// Largest size of each linear memory of the component, in bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = SandboxConfig::default().max_memory_bytes)]
-        max_memory_bytes: u64,
+        /// Largest size of each linear memory of the component, in bytes
+        /// [default: wasm.max_memory_bytes of the configuration, 64 MiB].
+        #[arg(long, value_name = "BYTES")]
+        max_memory_bytes: Option<u64>,
         /// Arguments for the component (after `--` if they start with `-`).
         #[arg(
             trailing_var_arg = true,
@@ -253,11 +254,14 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             max_memory_bytes,
             args,
         } => {
+            // A command runs as one call: it gets the run's time limit, and
+            // every other limit from the configuration's [wasm] table.
             let sandbox = SandboxConfig {
                 call_timeout_ms: timeout_ms,
-                max_memory_bytes,
-                ..SandboxConfig::default()
+                max_memory_bytes: max_memory_bytes.unwrap_or(config.wasm.max_memory_bytes),
+                ..config.wasm.clone()
             };
+            sandbox.validate()?;
             return run_component(config, sandbox, &component, &namespaces, args);
         }
         CliCommand::Salvage => {
