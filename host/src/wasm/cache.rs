@@ -47,6 +47,8 @@ pub enum CompiledFrom {
 
 pub(crate) struct ArtifactCache {
     dir: Dir,
+    /// Most `.cwasm` files kept; see [`ArtifactCache::prune`].
+    max_files: usize,
 }
 
 /// Feeds `Hash` output into SHA-256.
@@ -81,7 +83,8 @@ fn hex(bytes: &[u8]) -> String {
 
 impl ArtifactCache {
     /// Opens (creating) `<data_dir>/wasm-cache`.
-    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
+    pub fn open(data_dir: &Path, max_files: usize) -> std::io::Result<Self> {
+        assert!(max_files > 0, "the cache keeps at least the file it writes");
         let parent = Dir::open_ambient_dir(data_dir, ambient_authority())?;
         match parent.create_dir(CACHE_DIR_NAME) {
             Ok(()) => {}
@@ -90,6 +93,7 @@ impl ArtifactCache {
         }
         Ok(ArtifactCache {
             dir: parent.open_dir(CACHE_DIR_NAME)?,
+            max_files,
         })
     }
 
@@ -149,8 +153,38 @@ impl ArtifactCache {
         })();
         if result.is_err() {
             let _ = self.dir.remove_file(&temp);
+            return result;
         }
-        result
+        self.prune(&name);
+        Ok(())
+    }
+
+    /// Removes the oldest cache files (by modification time) beyond
+    /// `max_files`, never `keep`: components of old versions of an
+    /// extension must not pile up forever. Failures are only logged: the
+    /// cache is an optimisation.
+    fn prune(&self, keep: &str) {
+        let Ok(entries) = self.dir.entries() else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, String)> = entries
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let name = entry.file_name().into_string().ok()?;
+                let modified = entry.metadata().ok()?.modified().ok()?.into_std();
+                (name.ends_with(".cwasm") && name != keep).then_some((modified, name))
+            })
+            .collect();
+        let excess = (files.len() + 1).saturating_sub(self.max_files);
+        files.sort();
+        for (_, name) in files.into_iter().take(excess) {
+            match self.dir.remove_file(&name) {
+                Ok(()) => {
+                    tracing::debug!(file = %name, "pruned a compiled component from the cache")
+                }
+                Err(err) => tracing::warn!(file = %name, error = %err, "could not prune the cache"),
+            }
+        }
     }
 }
 
@@ -219,6 +253,32 @@ mod tests {
         let mut newer = good;
         newer[8] = 2;
         assert!(verify(&newer, &key).unwrap_err().contains("format 2"));
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_max_files_and_drops_the_oldest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ArtifactCache::open(tmp.path(), 2).unwrap();
+        let dir = tmp.path().join(CACHE_DIR_NAME);
+        for (n, name) in ["a.cwasm", "b.cwasm", "c.cwasm"].iter().enumerate() {
+            std::fs::write(dir.join(name), b"x").unwrap();
+            let file = std::fs::File::options()
+                .write(true)
+                .open(dir.join(name))
+                .unwrap();
+            let at = std::time::SystemTime::UNIX_EPOCH
+                + std::time::Duration::from_secs(1_000 + n as u64);
+            file.set_modified(at).unwrap();
+        }
+        std::fs::write(dir.join("notes.txt"), b"not ours").unwrap();
+        cache.prune("c.cwasm");
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        // Two .cwasm files are kept: the one just written and the newest other.
+        assert_eq!(left, ["b.cwasm", "c.cwasm", "notes.txt"]);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct SandboxConfig {
     pub max_idle_instances: usize,
     /// Keep compiled components in `<data_dir>/wasm-cache/`. Default true.
     pub cache_compiled: bool,
+    /// Most compiled components kept in the cache; the oldest files go
+    /// first. Default 32.
+    pub max_cached_components: usize,
 }
 
 impl Default for SandboxConfig {
@@ -60,6 +63,7 @@ impl Default for SandboxConfig {
             max_wasm_stack_bytes: 512 << 10,
             max_idle_instances: 4,
             cache_compiled: true,
+            max_cached_components: 32,
         }
     }
 }
@@ -104,6 +108,12 @@ impl SandboxConfig {
         }
         if self.max_page_keys == 0 {
             return fail("max_page_keys", "must be at least 1");
+        }
+        if self.max_cached_components == 0 {
+            return fail(
+                "max_cached_components",
+                "must be at least 1 (turn the cache off with cache_compiled = false)",
+            );
         }
         if self.max_wasm_stack_bytes < 64 << 10 {
             return fail("max_wasm_stack_bytes", "must be at least 65536");

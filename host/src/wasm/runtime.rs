@@ -51,12 +51,14 @@ impl WasmRuntime {
         let cache = if config.cache_compiled {
             let data_dir = &kv.config().data_dir;
             Some(
-                ArtifactCache::open(data_dir).map_err(|source| WasmError::Io {
-                    context: format!(
-                        "open the compiled-component cache in {}",
-                        data_dir.display()
-                    ),
-                    source,
+                ArtifactCache::open(data_dir, config.max_cached_components).map_err(|source| {
+                    WasmError::Io {
+                        context: format!(
+                            "open the compiled-component cache in {}",
+                            data_dir.display()
+                        ),
+                        source,
+                    }
                 })?,
             )
         } else {
