@@ -77,6 +77,8 @@ pub enum Error {
     ConditionFailed { index: usize, key: String },
     #[error("not supported yet: {0}")]
     Unsupported(&'static str),
+    #[error(transparent)]
+    Wasm(#[from] crate::wasm::WasmError),
 }
 
 impl Error {

@@ -75,3 +75,53 @@ impl WasmError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_faults_are_told_from_host_problems() {
+        let timeout = WasmError::Timeout {
+            component: "c".into(),
+            export: "e".into(),
+            limit_ms: 5,
+        };
+        assert!(timeout.is_guest_fault());
+        assert_eq!(
+            timeout.to_string(),
+            "component c: call to e stopped after its time limit of 5 ms"
+        );
+        let trap = WasmError::Trap {
+            component: "c".into(),
+            export: "e".into(),
+            trap: "unreachable".into(),
+            stderr: Some("panicked at boom".into()),
+        };
+        assert!(trap.is_guest_fault());
+        assert!(
+            trap.to_string()
+                .ends_with("(last stderr lines: panicked at boom)")
+        );
+        let compile = WasmError::Compile {
+            component: "c".into(),
+            message: "bad magic".into(),
+        };
+        assert!(!compile.is_guest_fault());
+        let io = WasmError::Io {
+            context: "read c".into(),
+            source: std::io::Error::other("gone"),
+        };
+        assert!(!io.is_guest_fault());
+    }
+
+    #[test]
+    fn converts_into_the_umbrella_error() {
+        let err: crate::Error = WasmError::Compile {
+            component: "c".into(),
+            message: "m".into(),
+        }
+        .into();
+        assert_eq!(err.to_string(), "component c: not a valid component: m");
+    }
+}

@@ -57,3 +57,43 @@ impl wasmtime::ResourceLimiter for SandboxLimiter {
         Ok(desired <= self.max_table_elements)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    fn limiter() -> SandboxLimiter {
+        SandboxLimiter {
+            max_memory_bytes: 1 << 20,
+            max_table_elements: 100,
+        }
+    }
+
+    #[test]
+    fn memory_may_grow_up_to_the_limit_and_not_past_it() {
+        let mut limiter = limiter();
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        let err = limiter
+            .memory_growing(1 << 20, (1 << 20) + 65536, None)
+            .unwrap_err();
+        let exceeded = err
+            .downcast_ref::<MemoryLimitExceeded>()
+            .expect("typed error");
+        assert_eq!(
+            *exceeded,
+            MemoryLimitExceeded {
+                limit_bytes: 1 << 20,
+                desired_bytes: (1 << 20) + 65536
+            }
+        );
+        assert!(exceeded.to_string().contains("max_memory_bytes"));
+    }
+
+    #[test]
+    fn tables_may_grow_up_to_the_limit() {
+        let mut limiter = limiter();
+        assert!(limiter.table_growing(0, 100, None).unwrap());
+        assert!(!limiter.table_growing(100, 101, None).unwrap());
+    }
+}
