@@ -163,6 +163,28 @@ impl DataDir {
     }
 }
 
+/// How long a lock held by someone else is retried before it counts as held.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+const LOCK_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// An exclusive flock, retried for a short grace period. A flock belongs to
+/// the open file description, and a thread of this process that forks (to
+/// spawn a child) gives the child a copy of every descriptor until the
+/// child execs and close-on-exec drops them: a store closed in that window
+/// stays locked for a moment after its last handle here is gone. A real
+/// holder still holds the lock after the grace period.
+fn flock_with_grace(file: &File) -> Result<(), rustix::io::Errno> {
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY_INTERVAL);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Takes an exclusive, non-blocking flock on `LOCK` and records who holds it.
 fn acquire_lock(dir: &Dir, path: &Path) -> Result<File> {
     let mut options = OpenOptions::new();
@@ -171,7 +193,7 @@ fn acquire_lock(dir: &Dir, path: &Path) -> Result<File> {
         .open_with(LOCK_FILE_NAME, &options)
         .context(|| format!("open lock file in {}", path.display()))?
         .into_std();
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+    match flock_with_grace(&file) {
         Ok(()) => {}
         Err(rustix::io::Errno::WOULDBLOCK) => {
             let mut holder = String::new();
@@ -237,6 +259,21 @@ mod tests {
             }
             other => panic!("expected Locked, got {:?}", other.err()),
         }
+    }
+
+    #[test]
+    fn a_lock_briefly_kept_by_a_copied_descriptor_is_waited_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = DataDir::open(tmp.path(), Arc::new(NoFaults)).unwrap();
+        // What a forked child holds until it execs: the same open file description.
+        let inherited = first._lock.try_clone().unwrap();
+        drop(first);
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(40));
+            drop(inherited);
+        });
+        DataDir::open(tmp.path(), Arc::new(NoFaults)).unwrap();
+        release.join().unwrap();
     }
 
     #[test]
