@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -17,6 +18,10 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Longest line logged; the rest of a longer line is dropped.
 pub const MAX_LINE_BYTES: usize = 4096;
+/// Most lines one stream logs per second; a guest printing in a loop must
+/// not flood the node's log. Lines over the rate are counted, and the count
+/// is logged once the next second starts.
+pub const MAX_LINES_PER_SECOND: u32 = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Stream {
@@ -38,6 +43,11 @@ struct Lines {
     dropped: usize,
     /// The last [`RECENT_LINES`] lines, oldest first.
     recent: VecDeque<String>,
+    /// Start of the current one-second window and the lines logged in it.
+    window_start: Instant,
+    logged_in_window: u32,
+    /// Lines not logged because of [`MAX_LINES_PER_SECOND`], not yet reported.
+    suppressed: u64,
 }
 
 /// Lines kept to explain a trap.
@@ -52,6 +62,9 @@ impl GuestLog {
                 partial: Vec::new(),
                 dropped: 0,
                 recent: VecDeque::new(),
+                window_start: Instant::now(),
+                logged_in_window: 0,
+                suppressed: 0,
             })),
         }
     }
@@ -110,14 +123,8 @@ impl Lines {
         if self.dropped > 0 {
             line.push_str(&format!(" … ({} more bytes dropped)", self.dropped));
         }
-        let component = &*self.component;
-        match self.stream {
-            Stream::Stdout => {
-                tracing::info!(target: "hightower::guest", component, stream = "stdout", "{line}")
-            }
-            Stream::Stderr => {
-                tracing::warn!(target: "hightower::guest", component, stream = "stderr", "{line}")
-            }
+        if self.admit() {
+            self.log(&line);
         }
         if self.recent.len() == RECENT_LINES {
             self.recent.pop_front();
@@ -128,9 +135,51 @@ impl Lines {
     }
 }
 
+impl Lines {
+    /// Whether the rate allows one more line now; reports what a past
+    /// window suppressed when a new one starts.
+    fn admit(&mut self) -> bool {
+        if self.window_start.elapsed() >= Duration::from_secs(1) {
+            self.window_start = Instant::now();
+            self.logged_in_window = 0;
+            self.report_suppressed();
+        }
+        if self.logged_in_window >= MAX_LINES_PER_SECOND {
+            self.suppressed += 1;
+            return false;
+        }
+        self.logged_in_window += 1;
+        true
+    }
+
+    fn report_suppressed(&mut self) {
+        if self.suppressed > 0 {
+            let line = format!(
+                "({} lines not logged: over {MAX_LINES_PER_SECOND} lines per second)",
+                self.suppressed
+            );
+            self.suppressed = 0;
+            self.log(&line);
+        }
+    }
+
+    fn log(&self, line: &str) {
+        let component = &*self.component;
+        match self.stream {
+            Stream::Stdout => {
+                tracing::info!(target: "hightower::guest", component, stream = "stdout", "{line}")
+            }
+            Stream::Stderr => {
+                tracing::warn!(target: "hightower::guest", component, stream = "stderr", "{line}")
+            }
+        }
+    }
+}
+
 impl Drop for Lines {
     fn drop(&mut self) {
         self.emit_partial();
+        self.report_suppressed();
     }
 }
 
@@ -234,5 +283,19 @@ mod tests {
             log.recent_lines().unwrap(),
             format!("second\\u{{1b}}[31m line | {line} | partial | \u{fffd}")
         );
+    }
+
+    #[test]
+    fn a_flood_is_cut_to_the_rate_and_counted() {
+        let log = GuestLog::new("t".into(), Stream::Stdout);
+        for n in 0..250 {
+            log.write(format!("line {n}\n").as_bytes());
+        }
+        let lines = log.lock();
+        // 250 in-memory writes take far less than the one-second window.
+        assert_eq!(lines.logged_in_window, MAX_LINES_PER_SECOND);
+        assert_eq!(lines.suppressed, 250 - u64::from(MAX_LINES_PER_SECOND));
+        // Lines kept to explain a trap are the latest, logged or not.
+        assert_eq!(lines.recent.back().map(String::as_str), Some("line 249"));
     }
 }
