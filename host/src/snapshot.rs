@@ -35,7 +35,9 @@ const RESTORE_WRITE_CHUNK_BYTES: u64 = 4 << 20;
 pub struct SnapshotInfo {
     /// The state includes every command up to this log index.
     pub last_log_index: u64,
-    /// Highest version in the image (0 if empty).
+    /// Highest version the store had assigned (also to records that are
+    /// not in the image any more: overwritten values and deletes), so a
+    /// restored store continues with the same next version. 0 if none.
     pub last_version: u64,
     pub keys: u64,
     pub bytes: u64,
@@ -43,10 +45,9 @@ pub struct SnapshotInfo {
 
 /// Writes an image of `storage` to `out`.
 pub fn write_snapshot(storage: &Storage, out: &mut dyn Write) -> Result<SnapshotInfo> {
-    let (mut entries, segments, last_log_index) = storage.consistent_cut();
+    let (mut entries, segments, last_log_index, last_version) = storage.consistent_cut();
     // Log order: restore replays the records as they were written.
     entries.sort_unstable_by_key(|entry| entry.version);
-    let last_version = entries.last().map_or(0, |entry| entry.version);
     let mut out = CountingWriter {
         inner: out,
         bytes: 0,
@@ -156,10 +157,8 @@ fn restore_into(
         if hasher.finalize() != crc {
             return Err(damaged(at, "entry checksum mismatch"));
         }
-        if version <= previous_version
-            || log_index < previous_log_index
-            || log_index > last_log_index
-        {
+        let beyond_header = version > last_version || log_index > last_log_index;
+        if version <= previous_version || log_index < previous_log_index || beyond_header {
             return Err(damaged(at, "entries out of log order"));
         }
         (previous_version, previous_log_index) = (version, log_index);
@@ -170,12 +169,6 @@ fn restore_into(
         if writer.staged_bytes() >= RESTORE_WRITE_CHUNK_BYTES {
             writer.write_staged(false)?;
         }
-    }
-    if previous_version != last_version {
-        return Err(damaged(
-            input.offset,
-            "the last version does not match the header",
-        ));
     }
     let at = input.offset;
     let trailer = input.take::<12>()?;
@@ -188,6 +181,12 @@ fn restore_into(
     let mut extra = [0u8; 1];
     if input.inner.read(&mut extra).context(|| "read snapshot")? != 0 {
         return Err(damaged(input.offset, "bytes after the end marker"));
+    }
+    // The counters continue where the original's were, even if its newest
+    // records (deletes, overwritten values) are not in the image.
+    if last_version > 0 && (last_version > previous_version || last_log_index > previous_log_index)
+    {
+        writer.stage_marker(last_log_index, last_version)?;
     }
     writer.write_staged(true)?;
     writer.sync()?;

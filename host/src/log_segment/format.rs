@@ -18,6 +18,11 @@ pub const MAX_FORMAT_VALUE_BYTES: usize = 1 << 30;
 
 const KIND_PUT: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
+/// A record that only carries a version and a log index (written by a
+/// snapshot restore so the counters continue exactly where they were).
+const KIND_MARKER: u8 = 3;
+/// The key of every marker record: markers name no user key.
+pub const MARKER_KEY: &[u8] = &[0];
 /// Flag bit: this record is the last of its command (batch).
 const FLAG_END_OF_COMMAND: u8 = 1;
 /// Flag bit: this record is the first of its command. After damage the
@@ -104,6 +109,8 @@ pub fn check_segment_header(bytes: &[u8], expected_id: u32, file: &str) -> Resul
 pub enum RecordKind {
     Put,
     Tombstone,
+    /// Sets the version and log index counters; names no key.
+    Marker,
 }
 
 /// A decoded record, borrowing key and value from the segment bytes.
@@ -138,6 +145,29 @@ pub fn encoded_record_len(key_len: usize, value_len: usize) -> usize {
 
 /// Appends one record to `out` and returns its length.
 pub fn encode_record(out: &mut Vec<u8>, spec: &RecordSpec<'_>) -> usize {
+    let kind = if spec.value.is_some() {
+        KIND_PUT
+    } else {
+        KIND_TOMBSTONE
+    };
+    encode_record_of_kind(out, spec, kind)
+}
+
+/// Appends a marker record: a command of its own that sets the version and
+/// log index counters. Its version may equal the previous record's.
+pub fn encode_marker(out: &mut Vec<u8>, version: u64, log_index: u64) -> usize {
+    let spec = RecordSpec {
+        version,
+        log_index,
+        key: MARKER_KEY,
+        value: None,
+        start_of_command: true,
+        end_of_command: true,
+    };
+    encode_record_of_kind(out, &spec, KIND_MARKER)
+}
+
+fn encode_record_of_kind(out: &mut Vec<u8>, spec: &RecordSpec<'_>, kind: u8) -> usize {
     let value = spec.value.unwrap_or(&[]);
     assert!(
         !spec.key.is_empty() && spec.key.len() <= MAX_FORMAT_KEY_BYTES,
@@ -152,11 +182,7 @@ pub fn encode_record(out: &mut Vec<u8>, spec: &RecordSpec<'_>) -> usize {
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&spec.version.to_le_bytes());
     out.extend_from_slice(&spec.log_index.to_le_bytes());
-    out.push(if spec.value.is_some() {
-        KIND_PUT
-    } else {
-        KIND_TOMBSTONE
-    });
+    out.push(kind);
     let first_flag = if spec.start_of_command {
         FLAG_START_OF_COMMAND
     } else {
@@ -206,6 +232,7 @@ pub fn decode_record(bytes: &[u8], offset: usize) -> Decoded<'_> {
     let kind = match header[20] {
         KIND_PUT => RecordKind::Put,
         KIND_TOMBSTONE => RecordKind::Tombstone,
+        KIND_MARKER => RecordKind::Marker,
         _ => return Decoded::Invalid("unknown record kind"),
     };
     let flags = header[21];
@@ -217,7 +244,7 @@ pub fn decode_record(bytes: &[u8], offset: usize) -> Decoded<'_> {
     if version == 0 || key_len == 0 {
         return Decoded::Invalid("zero version or empty key");
     }
-    if value_len > MAX_FORMAT_VALUE_BYTES || (kind == RecordKind::Tombstone && value_len != 0) {
+    if value_len > MAX_FORMAT_VALUE_BYTES || (kind != RecordKind::Put && value_len != 0) {
         return Decoded::Invalid("impossible value length");
     }
     let len = encoded_record_len(key_len, value_len);
@@ -244,7 +271,7 @@ pub fn decode_record(bytes: &[u8], offset: usize) -> Decoded<'_> {
 /// Could the first record of a command start here? A cheap filter before [`decode_record`].
 pub fn plausible_command_start(bytes: &[u8], offset: usize) -> bool {
     bytes.len() >= offset + RECORD_HEADER_LEN
-        && matches!(bytes[offset + 20], KIND_PUT | KIND_TOMBSTONE)
+        && matches!(bytes[offset + 20], KIND_PUT | KIND_TOMBSTONE | KIND_MARKER)
         && bytes[offset + 21] & !KNOWN_FLAGS == 0
         && bytes[offset + 21] & FLAG_START_OF_COMMAND != 0
 }

@@ -234,7 +234,8 @@ impl Storage {
     /// Every live entry with the segments that hold them, taken under the
     /// writer lock: a consistent cut at `last_log_index`. The segments stay
     /// readable as long as the returned table is held.
-    pub fn consistent_cut(&self) -> (Vec<IndexEntry>, SegmentTable, u64) {
+    /// Also returns the last log index and the highest version assigned.
+    pub fn consistent_cut(&self) -> (Vec<IndexEntry>, SegmentTable, u64, u64) {
         let writer = self.writer.lock().expect("writer lock poisoned");
         let mut entries = Vec::with_capacity(self.index.len() as usize);
         self.index.for_each(|entry| entries.push(entry));
@@ -243,7 +244,12 @@ impl Storage {
             .read()
             .expect("segment table lock poisoned")
             .clone();
-        (entries, segments, writer.last_log_index)
+        (
+            entries,
+            segments,
+            writer.last_log_index,
+            writer.next_version - 1,
+        )
     }
 
     /// Removes every file of this store (cleanup after a failed restore into
@@ -355,8 +361,8 @@ mod tests {
                 Some(b"value"),
             );
         }
-        let (entries, segments, last_log_index) = storage.consistent_cut();
-        assert_eq!((entries.len(), last_log_index), (20, 50));
+        let (entries, segments, last_log_index, last_version) = storage.consistent_cut();
+        assert_eq!((entries.len(), last_log_index, last_version), (20, 50, 50));
         for entry in &entries {
             assert!(segments.key_of(entry).is_some());
         }

@@ -172,7 +172,12 @@ impl<'i> Replay<'i> {
 
     fn command(&mut self, records: &[Located<'_>], keys: &impl KeySource) {
         for &(offset, record) in records {
-            if record.version <= self.last_version || record.log_index < self.last_log_index {
+            // A marker may repeat the last version (it only moves the log index on).
+            let backwards = match record.kind {
+                RecordKind::Marker => record.version < self.last_version,
+                _ => record.version <= self.last_version,
+            };
+            if backwards || record.log_index < self.last_log_index {
                 self.backwards_at
                     .get_or_insert((offset as u64, record.version));
                 return;
@@ -193,6 +198,7 @@ impl<'i> Replay<'i> {
                 RecordKind::Tombstone => {
                     index.remove(record.key, keys);
                 }
+                RecordKind::Marker => {}
             }
         }
     }

@@ -136,6 +136,27 @@ impl<'s> WriterGuard<'s> {
         Ok(())
     }
 
+    /// Stages a marker that moves the version and log index counters to
+    /// `version` and `log_index` (snapshot restore: the versions of deleted
+    /// and overwritten records are not in the image, but the counter must
+    /// continue where the original's was).
+    pub fn stage_marker(&mut self, log_index: u64, version: u64) -> Result<()> {
+        assert!(
+            version + 1 >= self.writer.next_version,
+            "a marker must not move versions back"
+        );
+        assert!(
+            log_index >= self.writer.last_log_index,
+            "a marker must not move the log index back"
+        );
+        let bytes = crate::log_segment::encoded_record_len(1, 0) as u64;
+        self.guarded(|this| this.roll_if_needed(bytes))?;
+        crate::log_segment::encode_marker(&mut self.writer.buf, version, log_index);
+        self.writer.next_version = version + 1;
+        self.writer.last_log_index = log_index;
+        Ok(())
+    }
+
     /// Encodes one command's operations (`None` value: tombstone) with
     /// consecutive versions, rolling to a new segment first if they would
     /// not fit. A command never spans two segments.
