@@ -7,6 +7,10 @@
 //! outer target directory it would wait forever for the lock the outer cargo
 //! holds. The host's `RUSTFLAGS` (coverage, linker flags) must not leak into a
 //! wasm build, and `--locked` does not propagate, so both are handled here.
+//!
+//! It also builds the auth service (`guest-auth/`, a workspace of its own
+//! with `+simd128` in its `.cargo/config.toml`, read because the nested
+//! cargo runs in that directory): `HIGHTOWER_GUEST_AUTH`.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -48,22 +52,7 @@ fn main() {
 
     ensure_target_installed();
 
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(&guests)
-        .args(["build", "--release", "--locked", "--target", TARGET])
-        .arg("--manifest-path")
-        .arg(guests.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO_BUILD_TARGET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
+    let mut build = nested_cargo(&guests, &target_dir);
     let status = build
         .status()
         .unwrap_or_else(|err| panic!("could not run cargo for the test guests: {err}"));
@@ -72,6 +61,8 @@ fn main() {
         "building the test guests in {} failed ({status}); see the output above",
         guests.display()
     );
+
+    build_auth_guest(repo, &out_dir.join("guest-auth-target"));
 
     let release = target_dir.join(TARGET).join("release");
     for guest in GUESTS {
@@ -97,6 +88,48 @@ fn main() {
         );
         println!("cargo:rustc-env={var}={}", wasm.display());
     }
+}
+
+/// Builds `guest-auth/` in its own directory (so its `.cargo/config.toml`
+/// applies) and exports `HIGHTOWER_GUEST_AUTH`.
+fn build_auth_guest(repo: &Path, target_dir: &Path) {
+    let crate_dir = repo.join("guest-auth");
+    for file in ["Cargo.toml", "Cargo.lock", ".cargo/config.toml", "src"] {
+        rerun_if_changed(&crate_dir.join(file));
+    }
+    let status = nested_cargo(&crate_dir, target_dir)
+        .status()
+        .unwrap_or_else(|err| panic!("could not run cargo for guest-auth: {err}"));
+    assert!(
+        status.success(),
+        "building {} failed ({status}); see the output above",
+        crate_dir.display()
+    );
+    let release = target_dir.join(TARGET).join("release");
+    println!(
+        "cargo:rustc-env=HIGHTOWER_GUEST_AUTH={}",
+        release.join("guest_auth.wasm").display()
+    );
+}
+
+fn nested_cargo(dir: &Path, target_dir: &Path) -> Command {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(dir)
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    build
 }
 
 fn rerun_if_changed(path: &Path) {

@@ -4,6 +4,7 @@
 //! Start with [`KvEngine`]; the on-disk format is described in
 //! `docs/format.md`, the durability promises in the README.
 
+pub mod auth;
 pub mod command;
 pub mod commit_queue;
 pub mod config;

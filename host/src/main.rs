@@ -5,7 +5,10 @@
 //! 3 data directory locked by another process · 4 corruption or unsupported
 //! format found · 5 any other I/O or internal error · 6 a component run by
 //! `run` was stopped (trap, panic, time or memory limit). Otherwise `run`
-//! exits with the component's own status.
+//! exits with the component's own status. `auth` adds 7 (invalid
+//! credentials or token) and 8 (username taken, conflict); see auth_cli.rs.
+
+mod auth_cli;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
@@ -37,7 +40,8 @@ const DEFAULT_RUN_TIMEOUT_MS: u64 = 30_000;
     version,
     about = "Hightower KV: an embedded log-structured key-value store for worker nodes",
     after_help = "Exit codes: 0 ok, 1 key not found, 2 bad usage/input/config, 3 data directory locked, \
-                  4 corruption or unsupported format, 5 other error, 6 component stopped (run).\n\
+                  4 corruption or unsupported format, 5 other error, 6 component stopped (run),\n\
+                  7 invalid credentials or token (auth), 8 username taken or conflict (auth).\n\
                   Logs go to stderr; set HIGHTOWER_LOG (e.g. info, debug) for more."
 )]
 struct Cli {
@@ -104,6 +108,10 @@ enum CliCommand {
         )]
         args: Vec<String>,
     },
+    /// Users, passwords and API keys, kept by the sandboxed auth component
+    /// in the namespace `auth/`. Passwords and tokens are read from the
+    /// terminal or stdin, never from arguments.
+    Auth(auth_cli::AuthArgs),
 }
 
 #[derive(Subcommand)]
@@ -264,6 +272,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             sandbox.validate()?;
             return run_component(config, sandbox, &component, &namespaces, args);
         }
+        CliCommand::Auth(args) => return auth_cli::run(config, args),
         CliCommand::Salvage => {
             let engine = KvEngine::open(Config {
                 recovery: RecoveryMode::Salvage,

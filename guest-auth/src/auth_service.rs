@@ -1,0 +1,608 @@
+//! The auth operations, generic over the store, randomness and the clock so
+//! they run natively in tests and inside the component alike.
+//!
+//! Every change that touches more than one key is one conditional batch:
+//! creation is guarded by `absent` conditions, updates by `version-is` on
+//! what was read (optimistic concurrency, retried a few times on conflict).
+
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::auth_types::*;
+use crate::crypto::{CryptoError, EnvelopeEncryptor, HasherConfig, Kek, SecretHasher, hasher_for};
+use crate::id_generator;
+
+/// A stored value with its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+#[derive(Clone, Debug)]
+pub enum Condition {
+    Absent(Vec<u8>),
+    VersionIs(Vec<u8>, u64),
+}
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    Set(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// A batch condition failed for this key; nothing was written.
+    ConditionFailed(Vec<u8>),
+    Other(String),
+}
+
+/// The slice of `hightower:kv/store` the service uses (keys are relative to
+/// the `auth/` namespace).
+pub trait KvStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Entry>, StoreError>;
+    /// Keys under `prefix` after `cursor`, at most `page` of them, and the
+    /// cursor of the next page.
+    #[allow(clippy::type_complexity)]
+    fn list_keys(
+        &self,
+        prefix: &[u8],
+        cursor: Option<&[u8]>,
+        page: u32,
+    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError>;
+    /// Atomic: all of `ops` if every condition holds, else nothing.
+    fn batch(&self, conditions: &[Condition], ops: &[Op]) -> Result<(), StoreError>;
+}
+
+/// Cryptographically secure randomness.
+pub trait Random {
+    fn fill(&self, buf: &mut [u8]);
+}
+
+/// Seconds since the Unix epoch.
+pub trait Clock {
+    fn now(&self) -> u64;
+}
+
+/// The OS's randomness (`wasi:random` inside the component).
+pub struct SystemRandom;
+impl Random for SystemRandom {
+    fn fill(&self, buf: &mut [u8]) {
+        getrandom::fill(buf).expect("the system's random source failed");
+    }
+}
+
+pub struct SystemClock;
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// What the host passes in: hashing parameters and the key-encryption keys.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub hasher: HasherConfig,
+    /// Every KEK that may still decrypt; `Debug` hides the key bytes.
+    pub keks: Vec<Kek>,
+    /// The KEK new encryptions use.
+    pub current_kek: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    InvalidUsername(String),
+    InvalidPassword(String),
+    UsernameTaken,
+    /// Unknown user or wrong password: deliberately the same error.
+    InvalidCredentials,
+    UserNotFound,
+    KeyNotFound,
+    /// Malformed, unknown, wrong, expired or revoked token: one error.
+    InvalidToken,
+    InvalidArgument(String),
+    /// Concurrent changes kept conflicting; retry.
+    Conflict,
+    Crypto(String),
+    Storage(String),
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthError::InvalidUsername(m) => write!(f, "invalid username: {m}"),
+            AuthError::InvalidPassword(m) => write!(f, "invalid password: {m}"),
+            AuthError::UsernameTaken => f.write_str("username taken"),
+            AuthError::InvalidCredentials => f.write_str("invalid username or password"),
+            AuthError::UserNotFound => f.write_str("user not found"),
+            AuthError::KeyNotFound => f.write_str("API key not found"),
+            AuthError::InvalidToken => f.write_str("invalid API key"),
+            AuthError::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            AuthError::Conflict => f.write_str("too many concurrent changes; retry"),
+            AuthError::Crypto(m) => write!(f, "crypto error: {m}"),
+            AuthError::Storage(m) => write!(f, "storage error: {m}"),
+        }
+    }
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ConditionFailed(_) => AuthError::Conflict,
+            StoreError::Other(m) => AuthError::Storage(m),
+        }
+    }
+}
+
+impl From<CryptoError> for AuthError {
+    fn from(e: CryptoError) -> Self {
+        AuthError::Crypto(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub id: String,
+    pub username: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub metadata: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPage {
+    pub users: Vec<UserInfo>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    pub revoked_at: Option<u64>,
+    pub last_eight: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: String,
+    pub key_id: String,
+    pub scopes: Vec<String>,
+}
+
+/// How often an optimistic update is retried after a version conflict.
+const RETRIES: usize = 8;
+const MAX_PAGE: u32 = 1000;
+
+pub struct AuthService<S, R, C> {
+    store: S,
+    rng: R,
+    clock: C,
+    hasher: Box<dyn SecretHasher>,
+    encryptor: EnvelopeEncryptor,
+    /// A hash of a random password with the current parameters, verified
+    /// when the user does not exist so that both failures cost the same.
+    dummy_hash: OnceLock<String>,
+}
+
+impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
+    pub fn new(store: S, rng: R, clock: C, config: &ServiceConfig) -> Result<Self, AuthError> {
+        Ok(AuthService {
+            store,
+            rng,
+            clock,
+            hasher: hasher_for(config.hasher)?,
+            encryptor: EnvelopeEncryptor::new(&config.keks, config.current_kek)?,
+            dummy_hash: OnceLock::new(),
+        })
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Builds the dummy hash now instead of on the first unknown user.
+    pub fn warm_up(&self) -> Result<(), AuthError> {
+        self.dummy_hash().map(|_| ())
+    }
+
+    fn dummy_hash(&self) -> Result<&str, AuthError> {
+        if let Some(h) = self.dummy_hash.get() {
+            return Ok(h);
+        }
+        let mut pw = [0u8; 24];
+        self.rng.fill(&mut pw);
+        let h = self.hash_password(&pw)?;
+        Ok(self.dummy_hash.get_or_init(|| h))
+    }
+
+    fn check_password(&self, password: &str) -> Result<(), AuthError> {
+        let max = self.hasher.max_password_bytes();
+        if password.len() > max {
+            return Err(AuthError::InvalidPassword(format!(
+                "longer than {max} bytes"
+            )));
+        }
+        if password.is_empty() {
+            return Err(AuthError::InvalidPassword("empty".into()));
+        }
+        Ok(())
+    }
+
+    fn hash_password(&self, password: &[u8]) -> Result<String, AuthError> {
+        let mut salt = [0u8; 16];
+        self.rng.fill(&mut salt);
+        Ok(self.hasher.hash(password, &salt)?)
+    }
+
+    fn normalize(username: &str) -> Result<String, AuthError> {
+        normalize_username(username).map_err(|e| AuthError::InvalidUsername(e.to_string()))
+    }
+
+    fn get_user_record(&self, id: &str) -> Result<Option<(UserRecord, u64)>, AuthError> {
+        match self.store.get(&user_key(id))? {
+            None => Ok(None),
+            Some(e) => Ok(Some((
+                from_bytes(&e.value).map_err(AuthError::Storage)?,
+                e.version,
+            ))),
+        }
+    }
+
+    fn user_by_name(&self, normalized: &str) -> Result<Option<(UserRecord, u64)>, AuthError> {
+        let Some(entry) = self.store.get(&name_key(normalized))? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8(entry.value)
+            .map_err(|_| AuthError::Storage("corrupt index".into()))?;
+        self.get_user_record(&id)
+    }
+
+    fn info(&self, r: &UserRecord, with_metadata: bool) -> Result<UserInfo, AuthError> {
+        let metadata = match (&r.metadata, with_metadata) {
+            (Some(blob), true) => Some(self.encryptor.decrypt(&user_key(&r.id), blob)?),
+            _ => None,
+        };
+        Ok(UserInfo {
+            id: r.id.clone(),
+            username: r.username.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            metadata,
+        })
+    }
+
+    /// Creates a user. The user record, the name index and the key index are
+    /// written by one batch guarded by `absent(user_by_name/<name>)`: of
+    /// concurrent registrations of one name exactly one succeeds.
+    pub fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        metadata: Option<&[u8]>,
+    ) -> Result<UserInfo, AuthError> {
+        let normalized = Self::normalize(username)?;
+        self.check_password(password)?;
+        if metadata.is_some_and(|m| m.len() > MAX_METADATA_BYTES) {
+            return Err(AuthError::InvalidArgument(format!(
+                "metadata longer than {MAX_METADATA_BYTES} bytes"
+            )));
+        }
+        // Cheap early answer; the batch below is what guarantees uniqueness.
+        if self.store.get(&name_key(&normalized))?.is_some() {
+            return Err(AuthError::UsernameTaken);
+        }
+        let password_hash = self.hash_password(password.as_bytes())?;
+        let id = id_generator::user_id(&self.rng);
+        let now = self.clock.now();
+        let record = UserRecord {
+            metadata: metadata.map(|m| self.encryptor.encrypt(&self.rng, &user_key(&id), m)),
+            id: id.clone(),
+            username: username.to_string(),
+            normalized: normalized.clone(),
+            password_hash,
+            created_at: now,
+            updated_at: now,
+        };
+        let conditions = [
+            Condition::Absent(name_key(&normalized)),
+            Condition::Absent(user_key(&id)),
+            Condition::Absent(user_keys_key(&id)),
+        ];
+        let ops = [
+            Op::Set(user_key(&id), to_bytes(&record)),
+            Op::Set(name_key(&normalized), id.clone().into_bytes()),
+            Op::Set(user_keys_key(&id), to_bytes(&UserKeys::default())),
+        ];
+        match self.store.batch(&conditions, &ops) {
+            Ok(()) => self.info(&record, false),
+            Err(StoreError::ConditionFailed(k)) if k == name_key(&normalized) => {
+                Err(AuthError::UsernameTaken)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks a password. Unknown user and wrong password both give
+    /// [`AuthError::InvalidCredentials`], after the same hashing work. A
+    /// successful login with a hash made under other parameters rehashes.
+    pub fn verify_password(&self, username: &str, password: &str) -> Result<UserInfo, AuthError> {
+        self.check_password(password)
+            .map_err(|_| AuthError::InvalidCredentials)?;
+        let found = match Self::normalize(username) {
+            Ok(n) => self.user_by_name(&n)?,
+            Err(_) => None,
+        };
+        let Some((record, version)) = found else {
+            let _ = self.hasher.verify(password.as_bytes(), self.dummy_hash()?);
+            return Err(AuthError::InvalidCredentials);
+        };
+        if !self
+            .hasher
+            .verify(password.as_bytes(), &record.password_hash)?
+        {
+            return Err(AuthError::InvalidCredentials);
+        }
+        if self.hasher.needs_rehash(&record.password_hash) {
+            let mut updated = record.clone();
+            updated.password_hash = self.hash_password(password.as_bytes())?;
+            // Best effort: losing to a concurrent change is fine.
+            let _ = self.store.batch(
+                &[Condition::VersionIs(user_key(&record.id), version)],
+                &[Op::Set(user_key(&record.id), to_bytes(&updated))],
+            );
+        }
+        self.info(&record, false)
+    }
+
+    /// Sets a new password after checking the current one.
+    pub fn change_password(
+        &self,
+        username: &str,
+        current: &str,
+        new_password: &str,
+    ) -> Result<(), AuthError> {
+        self.check_password(new_password)?;
+        let user = self.verify_password(username, current)?;
+        let new_hash = self.hash_password(new_password.as_bytes())?;
+        for _ in 0..RETRIES {
+            let (mut record, version) = self
+                .get_user_record(&user.id)?
+                .ok_or(AuthError::UserNotFound)?;
+            record.password_hash = new_hash.clone();
+            record.updated_at = self.clock.now();
+            match self.store.batch(
+                &[Condition::VersionIs(user_key(&user.id), version)],
+                &[Op::Set(user_key(&user.id), to_bytes(&record))],
+            ) {
+                Err(StoreError::ConditionFailed(_)) => continue,
+                other => return other.map_err(Into::into),
+            }
+        }
+        Err(AuthError::Conflict)
+    }
+
+    /// The user with its metadata decrypted.
+    pub fn get_user(&self, user_id: &str) -> Result<UserInfo, AuthError> {
+        let (record, _) = self
+            .get_user_record(user_id)?
+            .ok_or(AuthError::UserNotFound)?;
+        self.info(&record, true)
+    }
+
+    /// The id of a username (normalized like everywhere else).
+    pub fn lookup_user(&self, username: &str) -> Result<String, AuthError> {
+        let normalized = Self::normalize(username)?;
+        let entry = self
+            .store
+            .get(&name_key(&normalized))?
+            .ok_or(AuthError::UserNotFound)?;
+        String::from_utf8(entry.value).map_err(|_| AuthError::Storage("corrupt index".into()))
+    }
+
+    /// Removes the user, its name index, its key index and all its API keys
+    /// in one batch guarded by the versions read (a key created meanwhile
+    /// changes `user_keys/<id>` and makes the batch retry).
+    pub fn delete_user(&self, user_id: &str) -> Result<(), AuthError> {
+        for _ in 0..RETRIES {
+            let (record, uv) = self
+                .get_user_record(user_id)?
+                .ok_or(AuthError::UserNotFound)?;
+            let keys_entry = self.store.get(&user_keys_key(user_id))?;
+            let mut conditions = vec![Condition::VersionIs(user_key(user_id), uv)];
+            let mut ops = vec![
+                Op::Delete(user_key(user_id)),
+                Op::Delete(name_key(&record.normalized)),
+                Op::Delete(user_keys_key(user_id)),
+            ];
+            if let Some(e) = keys_entry {
+                conditions.push(Condition::VersionIs(user_keys_key(user_id), e.version));
+                let keys: UserKeys = from_bytes(&e.value).map_err(AuthError::Storage)?;
+                ops.extend(keys.key_ids.iter().map(|k| Op::Delete(apikey_key(k))));
+            }
+            match self.store.batch(&conditions, &ops) {
+                Err(StoreError::ConditionFailed(_)) => continue,
+                other => return other.map_err(Into::into),
+            }
+        }
+        Err(AuthError::Conflict)
+    }
+
+    /// Users in id order, `limit` (1..=1000) per page, after `cursor` (the
+    /// `next_cursor` of the previous page).
+    pub fn list_users(&self, cursor: Option<&str>, limit: u32) -> Result<UserPage, AuthError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let cursor = cursor.map(user_key);
+        let (keys, next) =
+            self.store
+                .list_keys(USER_PREFIX.as_bytes(), cursor.as_deref(), limit)?;
+        let mut users = Vec::with_capacity(keys.len());
+        for key in keys {
+            let id = String::from_utf8_lossy(&key[USER_PREFIX.len()..]).into_owned();
+            // Deleted between the listing and the read: skip.
+            if let Some((record, _)) = self.get_user_record(&id)? {
+                users.push(self.info(&record, false)?);
+            }
+        }
+        let next_cursor =
+            next.map(|k| String::from_utf8_lossy(&k[USER_PREFIX.len()..]).into_owned());
+        Ok(UserPage { users, next_cursor })
+    }
+
+    /// Creates an API key and returns the token: the only time it is shown.
+    pub fn create_api_key(
+        &self,
+        user_id: &str,
+        name: &str,
+        scopes: &[String],
+        expires_at: Option<u64>,
+    ) -> Result<(ApiKeyInfo, String), AuthError> {
+        if name.len() > MAX_KEY_NAME_BYTES || name.chars().any(char::is_control) {
+            return Err(AuthError::InvalidArgument(format!(
+                "key name longer than {MAX_KEY_NAME_BYTES} bytes or with control characters"
+            )));
+        }
+        if scopes.len() > MAX_SCOPES
+            || scopes.iter().any(|s| {
+                s.is_empty()
+                    || s.len() > MAX_SCOPE_BYTES
+                    || s.chars().any(|c| c.is_control() || c.is_whitespace())
+            })
+        {
+            return Err(AuthError::InvalidArgument(format!(
+                "at most {MAX_SCOPES} scopes of 1 to {MAX_SCOPE_BYTES} bytes without spaces"
+            )));
+        }
+        let now = self.clock.now();
+        if expires_at.is_some_and(|t| t <= now) {
+            return Err(AuthError::InvalidArgument("expiry is in the past".into()));
+        }
+        for _ in 0..RETRIES {
+            let entry = self
+                .store
+                .get(&user_keys_key(user_id))?
+                .ok_or(AuthError::UserNotFound)?;
+            let mut keys: UserKeys = from_bytes(&entry.value).map_err(AuthError::Storage)?;
+            if keys.key_ids.len() >= MAX_KEYS_PER_USER {
+                return Err(AuthError::InvalidArgument(format!(
+                    "a user has at most {MAX_KEYS_PER_USER} API keys"
+                )));
+            }
+            let key_id = id_generator::key_id(&self.rng);
+            let (secret, token) = id_generator::new_token(&self.rng, &key_id);
+            let record = ApiKeyRecord {
+                id: key_id.clone(),
+                user_id: user_id.to_string(),
+                name: name.to_string(),
+                secret_sha256: Sha256::digest(secret.as_bytes()).to_vec(),
+                scopes: scopes.to_vec(),
+                created_at: now,
+                expires_at,
+                revoked_at: None,
+                last_eight: token[token.len() - 8..].to_string(),
+            };
+            keys.key_ids.push(key_id.clone());
+            match self.store.batch(
+                &[
+                    Condition::VersionIs(user_keys_key(user_id), entry.version),
+                    Condition::Absent(apikey_key(&key_id)),
+                ],
+                &[
+                    Op::Set(apikey_key(&key_id), to_bytes(&record)),
+                    Op::Set(user_keys_key(user_id), to_bytes(&keys)),
+                ],
+            ) {
+                Ok(()) => return Ok((key_info(&record), token)),
+                Err(StoreError::ConditionFailed(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AuthError::Conflict)
+    }
+
+    /// The principal of a valid token. The shape and checksum are checked
+    /// before any store access; the secret's SHA-256 is compared in
+    /// constant time. Every failure is [`AuthError::InvalidToken`].
+    pub fn verify_api_key(&self, token: &str) -> Result<Principal, AuthError> {
+        let parsed = id_generator::parse_token(token).ok_or(AuthError::InvalidToken)?;
+        let entry = self
+            .store
+            .get(&apikey_key(parsed.key_id))?
+            .ok_or(AuthError::InvalidToken)?;
+        let record: ApiKeyRecord = from_bytes(&entry.value).map_err(AuthError::Storage)?;
+        let digest = Sha256::digest(parsed.secret.as_bytes());
+        if !bool::from(digest.as_slice().ct_eq(&record.secret_sha256)) {
+            return Err(AuthError::InvalidToken);
+        }
+        if record.revoked_at.is_some() || record.expires_at.is_some_and(|t| self.clock.now() >= t) {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(Principal {
+            user_id: record.user_id,
+            key_id: record.id,
+            scopes: record.scopes,
+        })
+    }
+
+    /// Marks a key revoked (kept for listings until its user is deleted).
+    pub fn revoke_api_key(&self, key_id: &str) -> Result<(), AuthError> {
+        for _ in 0..RETRIES {
+            let entry = self
+                .store
+                .get(&apikey_key(key_id))?
+                .ok_or(AuthError::KeyNotFound)?;
+            let mut record: ApiKeyRecord = from_bytes(&entry.value).map_err(AuthError::Storage)?;
+            if record.revoked_at.is_some() {
+                return Ok(());
+            }
+            record.revoked_at = Some(self.clock.now());
+            match self.store.batch(
+                &[Condition::VersionIs(apikey_key(key_id), entry.version)],
+                &[Op::Set(apikey_key(key_id), to_bytes(&record))],
+            ) {
+                Err(StoreError::ConditionFailed(_)) => continue,
+                other => return other.map_err(Into::into),
+            }
+        }
+        Err(AuthError::Conflict)
+    }
+
+    pub fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyInfo>, AuthError> {
+        let entry = self
+            .store
+            .get(&user_keys_key(user_id))?
+            .ok_or(AuthError::UserNotFound)?;
+        let keys: UserKeys = from_bytes(&entry.value).map_err(AuthError::Storage)?;
+        let mut out = Vec::with_capacity(keys.key_ids.len());
+        for id in &keys.key_ids {
+            if let Some(e) = self.store.get(&apikey_key(id))? {
+                let record: ApiKeyRecord = from_bytes(&e.value).map_err(AuthError::Storage)?;
+                out.push(key_info(&record));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn key_info(r: &ApiKeyRecord) -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: r.id.clone(),
+        user_id: r.user_id.clone(),
+        name: r.name.clone(),
+        scopes: r.scopes.clone(),
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        revoked_at: r.revoked_at,
+        last_eight: r.last_eight.clone(),
+    }
+}

@@ -1,0 +1,321 @@
+//! Native unit tests of the service against the in-memory fakes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::auth_service::*;
+use crate::auth_types::*;
+use crate::crypto::{HasherConfig, Kek, MAX_PASSWORD_BYTES};
+use crate::testing::{FakeClock, FakeRandom, MemStore};
+
+const CHEAP: HasherConfig = HasherConfig::Argon2id {
+    m_kib: 64,
+    t: 1,
+    p: 1,
+};
+
+fn config(hasher: HasherConfig) -> ServiceConfig {
+    ServiceConfig {
+        hasher,
+        keks: vec![Kek {
+            id: 1,
+            key: [9; 32],
+        }],
+        current_kek: 1,
+    }
+}
+
+type Svc<'a> = AuthService<&'a MemStore, FakeRandom, &'a FakeClock>;
+
+fn service<'a>(store: &'a MemStore, clock: &'a FakeClock, hasher: HasherConfig) -> Svc<'a> {
+    static SEED: AtomicU64 = AtomicU64::new(100);
+    let seed = SEED.fetch_add(1, Ordering::SeqCst);
+    AuthService::new(store, FakeRandom::new(seed), clock, &config(hasher)).unwrap()
+}
+
+fn clock() -> FakeClock {
+    FakeClock(AtomicU64::new(1_000_000))
+}
+
+#[test]
+fn create_verify_get_delete() {
+    let (store, clock) = (MemStore::default(), clock());
+    let svc = service(&store, &clock, CHEAP);
+    let u = svc
+        .create_user("Alice", "hunter22", Some(b"{\"team\":\"red\"}"))
+        .unwrap();
+    assert_eq!(u.username, "Alice");
+    assert_eq!(svc.verify_password("ALICE", "hunter22").unwrap().id, u.id);
+    assert_eq!(
+        svc.verify_password("ａｌｉｃｅ", "hunter22").unwrap().id,
+        u.id
+    );
+    assert_eq!(
+        svc.verify_password("alice", "hunter23"),
+        Err(AuthError::InvalidCredentials)
+    );
+    assert_eq!(
+        svc.verify_password("bob", "hunter22"),
+        Err(AuthError::InvalidCredentials)
+    );
+    assert_eq!(
+        svc.create_user("alice", "x", None),
+        Err(AuthError::UsernameTaken)
+    );
+    let got = svc.get_user(&u.id).unwrap();
+    assert_eq!(got.metadata.as_deref(), Some(&b"{\"team\":\"red\"}"[..]));
+    assert_eq!(svc.lookup_user("ALICE").unwrap(), u.id);
+    // Metadata is stored encrypted.
+    let raw = store.map.lock().unwrap()[&user_key(&u.id)].value.clone();
+    assert!(!String::from_utf8_lossy(&raw).contains("team"));
+    // The record's PHC string.
+    let rec: UserRecord = from_bytes(&raw).unwrap();
+    assert!(
+        rec.password_hash
+            .starts_with("$argon2id$v=19$m=64,t=1,p=1$")
+    );
+
+    let (_, token) = svc
+        .create_api_key(&u.id, "ci", &["read".into()], None)
+        .unwrap();
+    svc.delete_user(&u.id).unwrap();
+    assert!(store.map.lock().unwrap().is_empty(), "no orphans");
+    assert_eq!(svc.verify_api_key(&token), Err(AuthError::InvalidToken));
+    assert_eq!(svc.get_user(&u.id), Err(AuthError::UserNotFound));
+    assert_eq!(svc.delete_user(&u.id), Err(AuthError::UserNotFound));
+    // The name is free again.
+    svc.create_user("alice", "pw", None).unwrap();
+}
+
+#[test]
+fn passwords_are_bounded_before_hashing() {
+    let (store, clock) = (MemStore::default(), clock());
+    // Default (expensive) parameters: a refusal must come back fast.
+    let svc = service(&store, &clock, HasherConfig::default());
+    let huge = "x".repeat(1 << 20);
+    let t = Instant::now();
+    assert!(matches!(
+        svc.create_user("a", &huge, None),
+        Err(AuthError::InvalidPassword(_))
+    ));
+    assert!(matches!(
+        svc.create_user("a", &"x".repeat(MAX_PASSWORD_BYTES + 1), None),
+        Err(AuthError::InvalidPassword(_))
+    ));
+    assert_eq!(
+        svc.verify_password("a", &huge),
+        Err(AuthError::InvalidCredentials)
+    );
+    assert!(t.elapsed().as_millis() < 5, "{:?}", t.elapsed());
+    assert!(matches!(
+        svc.create_user("a", "", None),
+        Err(AuthError::InvalidPassword(_))
+    ));
+    assert!(matches!(
+        svc.create_user("a\u{7}", "pw", None),
+        Err(AuthError::InvalidUsername(_))
+    ));
+    assert!(store.map.lock().unwrap().is_empty());
+    // bcrypt: 71 bytes at most (it would silently truncate at 72).
+    let b = service(&store, &clock, HasherConfig::Bcrypt { cost: 10 });
+    assert!(matches!(
+        b.create_user("b", &"y".repeat(72), None),
+        Err(AuthError::InvalidPassword(_))
+    ));
+    let u = b.create_user("b", &"y".repeat(71), None).unwrap();
+    assert!(b.verify_password("b", &"y".repeat(71)).is_ok());
+    b.delete_user(&u.id).unwrap();
+}
+
+#[test]
+fn login_rehashes_after_params_are_raised() {
+    let (store, clock) = (MemStore::default(), clock());
+    let old = service(&store, &clock, CHEAP);
+    let u = old.create_user("carol", "pw-carol", None).unwrap();
+    let hash_of = || -> String {
+        let raw = store.map.lock().unwrap()[&user_key(&u.id)].value.clone();
+        from_bytes::<UserRecord>(&raw).unwrap().password_hash
+    };
+    let before = hash_of();
+    let raised = HasherConfig::Argon2id {
+        m_kib: 128,
+        t: 2,
+        p: 1,
+    };
+    let new = service(&store, &clock, raised);
+    // A failed login does not rehash.
+    assert!(new.verify_password("carol", "nope").is_err());
+    assert_eq!(hash_of(), before);
+    new.verify_password("carol", "pw-carol").unwrap();
+    let after = hash_of();
+    assert!(
+        after.starts_with("$argon2id$v=19$m=128,t=2,p=1$"),
+        "{after}"
+    );
+    // Both old and new services still verify (parameters come from the hash).
+    old.verify_password("carol", "pw-carol").unwrap();
+    // bcrypt users migrate to Argon2id on login too.
+    let legacy = service(&store, &clock, HasherConfig::Bcrypt { cost: 10 });
+    let d = legacy.create_user("dave", "pw-dave", None).unwrap();
+    new.verify_password("dave", "pw-dave").unwrap();
+    assert!(new.get_user(&d.id).is_ok());
+    let raw = store.map.lock().unwrap()[&user_key(&d.id)].value.clone();
+    assert!(
+        from_bytes::<UserRecord>(&raw)
+            .unwrap()
+            .password_hash
+            .starts_with("$argon2id$")
+    );
+}
+
+#[test]
+fn change_password() {
+    let (store, clock) = (MemStore::default(), clock());
+    let svc = service(&store, &clock, CHEAP);
+    svc.create_user("erin", "old-pw", None).unwrap();
+    assert_eq!(
+        svc.change_password("erin", "wrong", "new-pw"),
+        Err(AuthError::InvalidCredentials)
+    );
+    svc.change_password("Erin", "old-pw", "new-pw").unwrap();
+    assert!(svc.verify_password("erin", "old-pw").is_err());
+    svc.verify_password("erin", "new-pw").unwrap();
+}
+
+#[test]
+fn unknown_user_costs_a_hash() {
+    let (store, clock) = (MemStore::default(), clock());
+    let svc = service(
+        &store,
+        &clock,
+        HasherConfig::Argon2id {
+            m_kib: 4096,
+            t: 2,
+            p: 1,
+        },
+    );
+    svc.create_user("frank", "pw-frank", None).unwrap();
+    svc.warm_up().unwrap();
+    // Interleaved, best of several: other tests share the CPU.
+    let time = |user: &str| {
+        let t = Instant::now();
+        assert_eq!(
+            svc.verify_password(user, "bad-pw"),
+            Err(AuthError::InvalidCredentials)
+        );
+        t.elapsed()
+    };
+    let (mut wrong_pw, mut unknown) = (std::time::Duration::MAX, std::time::Duration::MAX);
+    for _ in 0..8 {
+        wrong_pw = wrong_pw.min(time("frank"));
+        unknown = unknown.min(time("nobody"));
+    }
+    let ratio = unknown.as_secs_f64() / wrong_pw.as_secs_f64();
+    assert!(
+        (0.6..1.6).contains(&ratio),
+        "wrong password {wrong_pw:?}, unknown user {unknown:?}"
+    );
+}
+
+#[test]
+fn list_users_pages() {
+    let (store, clock) = (MemStore::default(), clock());
+    let svc = service(&store, &clock, CHEAP);
+    for i in 0..7 {
+        svc.create_user(&format!("user{i}"), "pw", None).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = svc.list_users(cursor.as_deref(), 3).unwrap();
+        assert!(page.users.len() <= 3);
+        seen.extend(page.users.into_iter().map(|u| u.username));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..7).map(|i| format!("user{i}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn api_keys() {
+    let (store, clock) = (MemStore::default(), clock());
+    let svc = service(&store, &clock, CHEAP);
+    let u = svc.create_user("gina", "pw", None).unwrap();
+    let scopes = vec!["read".to_string(), "write".to_string()];
+    let (info, token) = svc
+        .create_api_key(&u.id, "deploy", &scopes, Some(1_000_100))
+        .unwrap();
+    assert!(token.starts_with("hkv_") && token.ends_with(&info.last_eight));
+    let p = svc.verify_api_key(&token).unwrap();
+    assert_eq!(
+        (p.user_id.as_str(), p.key_id.as_str(), p.scopes.clone()),
+        (u.id.as_str(), info.id.as_str(), scopes)
+    );
+    // Only the secret's SHA-256 is stored.
+    let dump = format!("{:?}", store.map.lock().unwrap());
+    let secret = &token[4 + 13..token.len() - 6];
+    assert!(!dump.contains(secret));
+    // A typo fails without touching the store: the store is not even read.
+    let mut typo = token.clone().into_bytes();
+    typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+    assert_eq!(
+        svc.verify_api_key(std::str::from_utf8(&typo).unwrap()),
+        Err(AuthError::InvalidToken)
+    );
+    // A well-formed token with a wrong secret (valid checksum) fails.
+    let (_, other) = crate::id_generator::new_token(&FakeRandom::new(5), &info.id);
+    assert_eq!(svc.verify_api_key(&other), Err(AuthError::InvalidToken));
+    // Expiry.
+    clock.0.store(1_000_100, Ordering::SeqCst);
+    assert_eq!(svc.verify_api_key(&token), Err(AuthError::InvalidToken));
+    // Revocation.
+    let (info2, token2) = svc.create_api_key(&u.id, "ci", &[], None).unwrap();
+    svc.verify_api_key(&token2).unwrap();
+    svc.revoke_api_key(&info2.id).unwrap();
+    assert_eq!(svc.verify_api_key(&token2), Err(AuthError::InvalidToken));
+    assert_eq!(svc.revoke_api_key("nokey"), Err(AuthError::KeyNotFound));
+    let listed = svc.list_api_keys(&u.id).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed[1].revoked_at.is_some());
+    assert!(matches!(
+        svc.create_api_key(&u.id, "x", &["a b".into()], None),
+        Err(AuthError::InvalidArgument(_))
+    ));
+    assert_eq!(
+        svc.create_api_key("nouser", "x", &[], None).map(|_| ()),
+        Err(AuthError::UserNotFound)
+    );
+}
+
+#[test]
+fn concurrent_registration_has_one_winner() {
+    let (store, clock) = (MemStore::default(), clock());
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, clock) = (&store, &clock);
+                s.spawn(move || {
+                    let svc =
+                        AuthService::new(store, FakeRandom::new(i), clock, &config(CHEAP)).unwrap();
+                    svc.create_user("Zoe", "pw", None)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.is_err())
+            .all(|r| *r == Err(AuthError::UsernameTaken))
+    );
+    assert_eq!(
+        store.map.lock().unwrap().len(),
+        3,
+        "one user, its name and key indexes"
+    );
+}

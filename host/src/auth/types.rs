@@ -1,0 +1,201 @@
+//! Host-side Rust types of the `hightower:kv/auth-service` world
+//! (`wit/auth.wit`), lifted and lowered by wasmtime.
+
+use wasmtime::component::{ComponentType, Lift, Lower};
+
+#[derive(ComponentType, Lift, Lower, Clone)]
+#[component(record)]
+pub struct WitKek {
+    #[component(name = "id")]
+    pub id: u32,
+    #[component(name = "key")]
+    pub key: Vec<u8>,
+}
+
+#[derive(ComponentType, Lift, Lower, Clone, Copy, Debug, PartialEq, Eq)]
+#[component(record)]
+pub struct Argon2Params {
+    #[component(name = "m-kib")]
+    pub m_kib: u32,
+    #[component(name = "t")]
+    pub t: u32,
+    #[component(name = "p")]
+    pub p: u32,
+}
+
+impl Default for Argon2Params {
+    /// OWASP: m = 19 MiB, t = 2, p = 1.
+    fn default() -> Self {
+        Argon2Params {
+            m_kib: 19456,
+            t: 2,
+            p: 1,
+        }
+    }
+}
+
+/// How new password hashes are made.
+#[derive(ComponentType, Lift, Lower, Clone, Copy, Debug, PartialEq, Eq)]
+#[component(variant)]
+pub enum Hasher {
+    #[component(name = "argon2id")]
+    Argon2id(Argon2Params),
+    /// Legacy: bcrypt with this cost.
+    #[component(name = "bcrypt")]
+    Bcrypt(u32),
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher::Argon2id(Argon2Params::default())
+    }
+}
+
+/// Sent with every call; its `Debug` never shows key bytes.
+#[derive(ComponentType, Lift, Lower, Clone)]
+#[component(record)]
+pub struct WitServiceConfig {
+    #[component(name = "hasher")]
+    pub hasher: Hasher,
+    #[component(name = "keks")]
+    pub keks: Vec<WitKek>,
+    #[component(name = "current-kek")]
+    pub current_kek: u32,
+}
+
+impl std::fmt::Debug for WitServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("hasher", &self.hasher)
+            .field(
+                "kek_ids",
+                &self.keks.iter().map(|k| k.id).collect::<Vec<_>>(),
+            )
+            .field("current_kek", &self.current_kek)
+            .finish()
+    }
+}
+
+/// A failure reported by the service.
+#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
+#[component(variant)]
+pub enum AuthError {
+    #[component(name = "invalid-username")]
+    InvalidUsername(String),
+    #[component(name = "invalid-password")]
+    InvalidPassword(String),
+    #[component(name = "username-taken")]
+    UsernameTaken,
+    /// Unknown user or wrong password (deliberately the same).
+    #[component(name = "invalid-credentials")]
+    InvalidCredentials,
+    #[component(name = "user-not-found")]
+    UserNotFound,
+    #[component(name = "key-not-found")]
+    KeyNotFound,
+    /// Malformed, unknown, wrong, expired or revoked token.
+    #[component(name = "invalid-token")]
+    InvalidToken,
+    #[component(name = "invalid-argument")]
+    InvalidArgument(String),
+    #[component(name = "conflict")]
+    Conflict,
+    #[component(name = "crypto")]
+    Crypto(String),
+    #[component(name = "storage")]
+    Storage(String),
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthError::InvalidUsername(m) => write!(f, "invalid username: {m}"),
+            AuthError::InvalidPassword(m) => write!(f, "invalid password: {m}"),
+            AuthError::UsernameTaken => f.write_str("username taken"),
+            AuthError::InvalidCredentials => f.write_str("invalid username or password"),
+            AuthError::UserNotFound => f.write_str("user not found"),
+            AuthError::KeyNotFound => f.write_str("API key not found"),
+            AuthError::InvalidToken => f.write_str("invalid API key"),
+            AuthError::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            AuthError::Conflict => f.write_str("too many concurrent changes; retry"),
+            AuthError::Crypto(m) => write!(f, "crypto error: {m}"),
+            AuthError::Storage(m) => write!(f, "storage error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
+#[component(record)]
+pub struct User {
+    #[component(name = "id")]
+    pub id: String,
+    #[component(name = "username")]
+    pub username: String,
+    #[component(name = "created-at")]
+    pub created_at: u64,
+    #[component(name = "updated-at")]
+    pub updated_at: u64,
+    #[component(name = "metadata")]
+    pub metadata: Option<Vec<u8>>,
+}
+
+#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
+#[component(record)]
+pub struct UserPage {
+    #[component(name = "users")]
+    pub users: Vec<User>,
+    #[component(name = "next-cursor")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
+#[component(record)]
+pub struct ApiKey {
+    #[component(name = "id")]
+    pub id: String,
+    #[component(name = "user-id")]
+    pub user_id: String,
+    #[component(name = "name")]
+    pub name: String,
+    #[component(name = "scopes")]
+    pub scopes: Vec<String>,
+    #[component(name = "created-at")]
+    pub created_at: u64,
+    #[component(name = "expires-at")]
+    pub expires_at: Option<u64>,
+    #[component(name = "revoked-at")]
+    pub revoked_at: Option<u64>,
+    #[component(name = "last-eight")]
+    pub last_eight: String,
+}
+
+/// A new key and its token (shown only once). `Debug` hides the token.
+#[derive(ComponentType, Lift, Lower, Clone, PartialEq, Eq)]
+#[component(record)]
+pub struct NewApiKey {
+    #[component(name = "key")]
+    pub key: ApiKey,
+    #[component(name = "token")]
+    pub token: String,
+}
+
+impl std::fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApiKey")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
+#[component(record)]
+pub struct Principal {
+    #[component(name = "user-id")]
+    pub user_id: String,
+    #[component(name = "key-id")]
+    pub key_id: String,
+    #[component(name = "scopes")]
+    pub scopes: Vec<String>,
+}

@@ -1,0 +1,348 @@
+//! `hightower auth`: users and API keys through the auth component.
+//!
+//! Passwords and tokens never come from argv (visible in `ps` and shell
+//! history): they are read from the terminal with echo off, or else one
+//! per line from stdin.
+//!
+//! Exit codes (in addition to the CLI's): 1 user or key not found ·
+//! 2 invalid username, password or argument · 7 invalid credentials or
+//! token · 8 username taken or conflict (retry).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use hightower::auth::{
+    Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KeyRing, KeySource,
+};
+use hightower::wasm::WasmRuntime;
+use hightower::{Config, Error, KvEngine};
+
+pub const EXIT_DENIED: u8 = 7;
+pub const EXIT_CONFLICT: u8 = 8;
+
+#[derive(Args)]
+pub struct AuthArgs {
+    /// Argon2id memory in KiB for new hashes [default: 19456].
+    #[arg(long, global = true, value_name = "KIB")]
+    argon2_m: Option<u32>,
+    /// Argon2id passes [default: 2].
+    #[arg(long, global = true, value_name = "T")]
+    argon2_t: Option<u32>,
+    /// Argon2id lanes [default: 1].
+    #[arg(long, global = true, value_name = "P")]
+    argon2_p: Option<u32>,
+    /// Hash new passwords with bcrypt at this cost instead (legacy only).
+    #[arg(long, global = true, value_name = "COST", conflicts_with_all = ["argon2_m", "argon2_t", "argon2_p"])]
+    bcrypt_cost: Option<u32>,
+    #[command(subcommand)]
+    command: AuthCommand,
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Users and passwords.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (password from the prompt or stdin); prints its id.
+    Create {
+        username: String,
+        /// Metadata stored encrypted with the user (a file, `-` is not allowed: stdin has the password).
+        #[arg(long, value_name = "FILE")]
+        metadata_file: Option<std::path::PathBuf>,
+    },
+    /// Check a password (from the prompt or stdin); prints the user id. Exit 7 if wrong.
+    Verify { username: String },
+    /// Change a password: the current one, then the new one (two lines on stdin).
+    Passwd { username: String },
+    /// Show a user and its decrypted metadata.
+    Show { username: String },
+    /// Delete a user, its indexes and all its API keys.
+    Delete { username: String },
+    /// List users, one per line: id, username, created (Unix seconds).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Start after this user id (the `next:` line of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an API key for USERNAME; prints the token (shown only once) on stdout.
+    Create {
+        username: String,
+        #[arg(long)]
+        name: String,
+        /// A scope to grant (repeat for more).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Lifetime in seconds [default: no expiry].
+        #[arg(long, value_name = "SECS")]
+        expires_in: Option<u64>,
+    },
+    /// Check a token (from the prompt or stdin); prints user id, key id and scopes. Exit 7 if invalid.
+    Verify,
+    /// Revoke a key by id.
+    Revoke { key_id: String },
+    /// List a user's keys: id, name, scopes, created, expires, revoked, last eight characters.
+    List { username: String },
+}
+
+pub fn run(config: Config, args: AuthArgs) -> Result<ExitCode, Error> {
+    let hasher = match args.bcrypt_cost {
+        Some(cost) => Hasher::Bcrypt(cost),
+        None => {
+            let d = Argon2Params::default();
+            Hasher::Argon2id(Argon2Params {
+                m_kib: args.argon2_m.unwrap_or(d.m_kib),
+                t: args.argon2_t.unwrap_or(d.t),
+                p: args.argon2_p.unwrap_or(d.p),
+            })
+        }
+    };
+    let sandbox = config.wasm.clone();
+    let data_dir = config.data_dir.clone();
+    let engine = Arc::new(KvEngine::open(config)?);
+    let (keys, source) = KeyRing::from_env_or_data_dir(&data_dir)
+        .map_err(|e| Error::io("load the auth key-encryption key", std::io::Error::other(e)))?;
+    if let KeySource::File {
+        path,
+        created: true,
+    } = &source
+    {
+        eprintln!(
+            "hightower: created key-encryption key file {} (mode 0600)",
+            path.display()
+        );
+    }
+    let result = WasmRuntime::new(engine.clone(), sandbox)
+        .map_err(|e| Outcome::Client(e.into()))
+        .and_then(|runtime| AuthClient::load(&runtime, hasher, &keys).map_err(Outcome::Client))
+        .and_then(|client| dispatch(&client, args.command));
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.close()?;
+    }
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(Outcome::Client(AuthClientError::Auth(e))) => {
+            eprintln!("hightower: {e}");
+            Ok(ExitCode::from(exit_code(&e)))
+        }
+        Err(Outcome::Client(AuthClientError::Wasm(e))) => {
+            eprintln!("hightower: auth component failed: {e}");
+            Ok(ExitCode::from(5))
+        }
+        Err(Outcome::Cli(e)) => Err(e),
+    }
+}
+
+fn exit_code(e: &AuthError) -> u8 {
+    match e {
+        AuthError::UserNotFound | AuthError::KeyNotFound => 1,
+        AuthError::InvalidUsername(_)
+        | AuthError::InvalidPassword(_)
+        | AuthError::InvalidArgument(_) => 2,
+        AuthError::InvalidCredentials | AuthError::InvalidToken => EXIT_DENIED,
+        AuthError::UsernameTaken | AuthError::Conflict => EXIT_CONFLICT,
+        AuthError::Crypto(_) | AuthError::Storage(_) => 5,
+    }
+}
+
+enum Outcome {
+    Client(AuthClientError),
+    Cli(Error),
+}
+
+impl From<AuthClientError> for Outcome {
+    fn from(e: AuthClientError) -> Self {
+        Outcome::Client(e)
+    }
+}
+
+impl From<Error> for Outcome {
+    fn from(e: Error) -> Self {
+        Outcome::Cli(e)
+    }
+}
+
+fn dispatch(client: &AuthClient, command: AuthCommand) -> Result<(), Outcome> {
+    let mut input = SecretInput::new();
+    match command {
+        AuthCommand::User(UserCommand::Create {
+            username,
+            metadata_file,
+        }) => {
+            let metadata = match metadata_file {
+                Some(path) => Some(std::fs::read(&path).map_err(|source| {
+                    Error::io(format!("read metadata file {}", path.display()), source)
+                })?),
+                None => None,
+            };
+            let password = input.read_new("Password: ")?;
+            let user = client.create_user(&username, &password, metadata.as_deref())?;
+            println!("{}", user.id);
+        }
+        AuthCommand::User(UserCommand::Verify { username }) => {
+            let password = input.read("Password: ")?;
+            let user = client.verify_password(&username, &password)?;
+            println!("{}", user.id);
+        }
+        AuthCommand::User(UserCommand::Passwd { username }) => {
+            let current = input.read("Current password: ")?;
+            let new = input.read_new("New password: ")?;
+            client.change_password(&username, &current, &new)?;
+            eprintln!("password changed");
+        }
+        AuthCommand::User(UserCommand::Show { username }) => {
+            let id = client.lookup_user(&username)?;
+            let user = client.get_user(&id)?;
+            println!("id: {}", user.id);
+            println!("username: {}", user.username);
+            println!("created: {}", user.created_at);
+            println!("updated: {}", user.updated_at);
+            match user.metadata {
+                Some(m) => println!("metadata: {}", String::from_utf8_lossy(&m)),
+                None => println!("metadata: (none)"),
+            }
+        }
+        AuthCommand::User(UserCommand::Delete { username }) => {
+            let id = client.lookup_user(&username)?;
+            client.delete_user(&id)?;
+            eprintln!("deleted user {id}");
+        }
+        AuthCommand::User(UserCommand::List { limit, cursor }) => {
+            let page = client.list_users(cursor.as_deref(), limit)?;
+            for u in page.users {
+                println!("{}\t{}\t{}", u.id, u.username, u.created_at);
+            }
+            if let Some(next) = page.next_cursor {
+                println!("next: {next}");
+            }
+        }
+        AuthCommand::Key(KeyCommand::Create {
+            username,
+            name,
+            scopes,
+            expires_in,
+        }) => {
+            let id = client.lookup_user(&username)?;
+            let expires_at = expires_in.map(|s| now() + s);
+            let new = client.create_api_key(&id, &name, &scopes, expires_at)?;
+            eprintln!("key id {} (the token is shown only this once)", new.key.id);
+            println!("{}", new.token);
+        }
+        AuthCommand::Key(KeyCommand::Verify) => {
+            let token = input.read("Token: ")?;
+            let p = client.verify_api_key(&token)?;
+            println!("user: {}", p.user_id);
+            println!("key: {}", p.key_id);
+            println!("scopes: {}", p.scopes.join(" "));
+        }
+        AuthCommand::Key(KeyCommand::Revoke { key_id }) => {
+            client.revoke_api_key(&key_id)?;
+            eprintln!("revoked key {key_id}");
+        }
+        AuthCommand::Key(KeyCommand::List { username }) => {
+            let id = client.lookup_user(&username)?;
+            for k in client.list_api_keys(&id)? {
+                let opt = |v: Option<u64>| v.map_or("-".to_string(), |t| t.to_string());
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t...{}",
+                    k.id,
+                    k.name,
+                    if k.scopes.is_empty() {
+                        "-".into()
+                    } else {
+                        k.scopes.join(",")
+                    },
+                    k.created_at,
+                    opt(k.expires_at),
+                    opt(k.revoked_at),
+                    k.last_eight
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Secrets from the terminal (echo off) or, when stdin is not a terminal,
+/// one per line from stdin.
+struct SecretInput {
+    tty: bool,
+    lines: std::io::Lines<std::io::StdinLock<'static>>,
+}
+
+impl SecretInput {
+    fn new() -> Self {
+        SecretInput {
+            tty: std::io::stdin().is_terminal(),
+            lines: std::io::stdin().lock().lines(),
+        }
+    }
+
+    fn read(&mut self, prompt: &str) -> Result<String, Error> {
+        if self.tty {
+            return prompt_no_echo(prompt);
+        }
+        match self.lines.next() {
+            Some(line) => line.map_err(|source| Error::io("read from stdin", source)),
+            None => Err(Error::io(
+                "read from stdin",
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "expected a secret on a line of its own",
+                ),
+            )),
+        }
+    }
+
+    /// A new password: asked twice on a terminal.
+    fn read_new(&mut self, prompt: &str) -> Result<String, Error> {
+        let first = self.read(prompt)?;
+        if self.tty && prompt_no_echo("Again: ")? != first {
+            return Err(Error::io(
+                "read the password",
+                std::io::Error::other("the two entries differ"),
+            ));
+        }
+        Ok(first)
+    }
+}
+
+fn prompt_no_echo(prompt: &str) -> Result<String, Error> {
+    // `stty` on the inherited terminal: no termios dependency for one prompt.
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status()
+    };
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let _ = stty("-echo");
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    let _ = stty("echo");
+    eprintln!();
+    read.map_err(|source| Error::io("read from the terminal", source))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
