@@ -321,6 +321,11 @@ mod tests {
         let stats = engine.stats();
         assert_eq!((stats.metrics.puts, stats.metrics.deletes), (5, 2));
         assert!(stats.metrics.fsyncs >= 2);
+        assert_eq!(
+            stats.metrics.bytes_appended,
+            stats.storage.disk_bytes - 32,
+            "every record after the header"
+        );
         engine.close().unwrap();
     }
 

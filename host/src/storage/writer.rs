@@ -292,13 +292,14 @@ impl<'s> WriterGuard<'s> {
             offset, expected,
             "staged offsets must match where the bytes land"
         );
+        // The buffer was cleared above: count what reached the file.
+        let appended_bytes = writer.active.write_pos() - expected;
         self.storage
             .metrics
-            .add(Counter::BytesAppended, writer.buf.len() as u64);
+            .add(Counter::BytesAppended, appended_bytes);
         self.storage
             .active_bytes
             .store(writer.active.write_pos(), Ordering::Relaxed);
-        writer.buf.clear();
         // Bound the retained buffer: one huge batch must not pin its memory forever.
         let keep = self.storage.config.max_commit_group_bytes as usize * 2;
         if writer.buf.capacity() > keep {
