@@ -155,6 +155,29 @@ impl DataDir {
             .context(|| format!("remove {name}"))
     }
 
+    /// Writes `bytes` as file `name`, atomically: a temporary file
+    /// (`name.tmp`) is written and fsynced, renamed over `name`, and the
+    /// directory fsynced. A crash leaves the old file or the new one (and
+    /// perhaps a `.tmp` leftover, which the next write replaces).
+    pub fn write_file_atomically(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let temp = format!("{name}.tmp");
+        if self.exists(&temp) {
+            self.remove(&temp)?;
+        }
+        let file = self.create_new(&temp)?;
+        self.faults
+            .check(IoOp::Write, &temp)
+            .context(|| format!("write {temp}"))?;
+        std::os::unix::fs::FileExt::write_all_at(&file, bytes, 0)
+            .context(|| format!("write {temp}"))?;
+        self.faults
+            .check(IoOp::SyncFile, &temp)
+            .context(|| format!("fsync {temp}"))?;
+        file.sync_all().context(|| format!("fsync {temp}"))?;
+        self.rename(&temp, name)?;
+        self.sync()
+    }
+
     /// Makes creates, renames and removes durable.
     pub fn sync(&self) -> Result<()> {
         let what = || format!("fsync data directory {}", self.path.display());

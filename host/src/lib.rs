@@ -17,6 +17,7 @@ pub mod log_segment;
 pub mod metrics;
 pub mod periodic;
 pub mod replication;
+pub mod segment_meta;
 pub mod snapshot;
 pub mod state;
 pub mod storage;

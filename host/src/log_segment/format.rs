@@ -7,8 +7,9 @@
 use crate::error::{Corruption, Error};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"HTKVSEG\0";
-/// The newest segment format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest segment format this build writes. Version 1 (no rank, no
+/// flags) is still read.
+pub const FORMAT_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_LEN: usize = 32;
 pub const RECORD_HEADER_LEN: usize = 28;
 /// The key length field is a u16.
@@ -45,20 +46,59 @@ pub fn parse_segment_file_name(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// What a segment header says about its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub id: u32,
+    /// Position in the log's order: records in a segment of higher rank are
+    /// newer than those in a segment of lower rank. A segment the writer
+    /// filled has its own id as rank; a compaction output takes the rank of
+    /// the newest segment it replaces, so ids stay unique while the order of
+    /// the data is kept. Segments of equal rank hold no key in common with a
+    /// different version.
+    pub rank: u32,
+    /// Written whole by compaction (never appended to): any damage in it is
+    /// corruption, never a torn tail.
+    pub compacted: bool,
+}
+
+/// Header flag bit: the segment is a compaction output.
+const HEADER_FLAG_COMPACTED: u32 = 1;
+
+/// The header of a segment the writer fills: rank = id.
 pub fn encode_segment_header(segment_id: u32) -> [u8; SEGMENT_HEADER_LEN] {
-    let mut header = [0u8; SEGMENT_HEADER_LEN];
-    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // 12..16: flags, zero in version 1.
-    header[16..24].copy_from_slice(&u64::from(segment_id).to_le_bytes());
-    let crc = crc32fast::hash(&header[0..24]);
-    header[24..28].copy_from_slice(&crc.to_le_bytes());
-    header
+    encode_header(SegmentHeader {
+        id: segment_id,
+        rank: segment_id,
+        compacted: false,
+    })
+}
+
+pub fn encode_header(header: SegmentHeader) -> [u8; SEGMENT_HEADER_LEN] {
+    assert!(header.rank <= header.id, "a rank never exceeds the id");
+    let mut bytes = [0u8; SEGMENT_HEADER_LEN];
+    bytes[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let flags = if header.compacted {
+        HEADER_FLAG_COMPACTED
+    } else {
+        0
+    };
+    bytes[12..16].copy_from_slice(&flags.to_le_bytes());
+    bytes[16..20].copy_from_slice(&header.id.to_le_bytes());
+    bytes[20..24].copy_from_slice(&header.rank.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[0..24]);
+    bytes[24..28].copy_from_slice(&crc.to_le_bytes());
+    bytes
 }
 
 /// Checks a segment header: magic, checksum, then version (a newer one is
 /// reported as such), flags, reserved bytes and id.
-pub fn check_segment_header(bytes: &[u8], expected_id: u32, file: &str) -> Result<(), Error> {
+pub fn check_segment_header(
+    bytes: &[u8],
+    expected_id: u32,
+    file: &str,
+) -> Result<SegmentHeader, Error> {
     let corrupt = |offset, reason: &str| {
         Error::Corruption(Corruption {
             file: file.to_string(),
@@ -92,17 +132,35 @@ pub fn check_segment_header(bytes: &[u8], expected_id: u32, file: &str) -> Resul
     if u32_at(bytes, 28) != 0 {
         return Err(corrupt(28, "reserved header bytes are not zero"));
     }
-    if u32_at(bytes, 12) != 0 {
+    let flags = u32_at(bytes, 12);
+    let known_flags = if version == 1 {
+        0
+    } else {
+        HEADER_FLAG_COMPACTED
+    };
+    if flags & !known_flags != 0 {
         return Err(corrupt(12, "unknown segment flags"));
     }
-    let id = u64_at(bytes, 16);
+    // Version 1 stored the id as a u64 and had no rank (rank = id).
+    let (id, rank) = if version == 1 {
+        (u64_at(bytes, 16), u64_at(bytes, 16))
+    } else {
+        (u64::from(u32_at(bytes, 16)), u64::from(u32_at(bytes, 20)))
+    };
     if id != u64::from(expected_id) {
         return Err(corrupt(
             16,
             &format!("header names segment {id}, file name says {expected_id}"),
         ));
     }
-    Ok(())
+    if rank > id {
+        return Err(corrupt(20, &format!("rank {rank} exceeds the id {id}")));
+    }
+    Ok(SegmentHeader {
+        id: expected_id,
+        rank: rank as u32,
+        compacted: flags & HEADER_FLAG_COMPACTED != 0,
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,7 +375,8 @@ mod tests {
     #[test]
     fn header_round_trips_and_detects_damage() {
         let header = encode_segment_header(7);
-        check_segment_header(&header, 7, "f").unwrap();
+        let parsed = check_segment_header(&header, 7, "f").unwrap();
+        assert_eq!((parsed.id, parsed.rank, parsed.compacted), (7, 7, false));
         assert!(
             matches!(check_segment_header(&header, 8, "f"), Err(Error::Corruption(c)) if c.offset == 16)
         );
@@ -340,13 +399,13 @@ mod tests {
     #[test]
     fn newer_format_version_is_reported_as_such() {
         let mut header = encode_segment_header(1);
-        header[8..12].copy_from_slice(&2u32.to_le_bytes());
+        header[8..12].copy_from_slice(&3u32.to_le_bytes());
         let crc = crc32fast::hash(&header[0..24]);
         header[24..28].copy_from_slice(&crc.to_le_bytes());
         match check_segment_header(&header, 1, "seg-0000000001.log") {
             Err(Error::UnsupportedFormat {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             }) => {}
             other => panic!("expected UnsupportedFormat, got {other:?}"),
@@ -365,6 +424,29 @@ mod tests {
         assert!(
             matches!(check_segment_header(&reserved, 1, "f"), Err(Error::Corruption(c)) if c.offset == 28)
         );
+    }
+
+    #[test]
+    fn compaction_outputs_carry_their_rank_and_flag() {
+        let header = encode_header(SegmentHeader {
+            id: 12,
+            rank: 5,
+            compacted: true,
+        });
+        let parsed = check_segment_header(&header, 12, "f").unwrap();
+        assert_eq!((parsed.rank, parsed.compacted), (5, true));
+    }
+
+    #[test]
+    fn version_1_headers_are_still_read() {
+        let mut header = [0u8; SEGMENT_HEADER_LEN];
+        header[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        header[8..12].copy_from_slice(&1u32.to_le_bytes());
+        header[16..24].copy_from_slice(&9u64.to_le_bytes());
+        let crc = crc32fast::hash(&header[0..24]);
+        header[24..28].copy_from_slice(&crc.to_le_bytes());
+        let parsed = check_segment_header(&header, 9, "f").unwrap();
+        assert_eq!((parsed.id, parsed.rank, parsed.compacted), (9, 9, false));
     }
 
     #[test]
