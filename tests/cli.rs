@@ -988,6 +988,7 @@ fn verify_a_healthy_store() {
             "bytes": before.len(),
             "records": 3,
             "commands": 3,
+            "metadata": "none (active segment)",
             "verdict": {"status": "ok"},
         }])
     );
@@ -1227,13 +1228,13 @@ fn newer_format_version_exits_4_and_salvage_leaves_it_alone() {
     store.run(["put", "k", "v"]).code(OK);
     let seg1 = store.segment(1);
     let mut bytes = std::fs::read(&seg1).unwrap();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&3u32.to_le_bytes());
     // A real newer header carries a valid checksum (else it reads as damage).
     let crc = crc32fast::hash(&bytes[0..24]);
     bytes[24..28].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&seg1, &bytes).unwrap();
 
-    let message = "seg-0000000001.log has format version 2; this build reads versions up to 1";
+    let message = "seg-0000000001.log has format version 3; this build reads versions up to 2";
     store
         .run(["get", "k"])
         .exactly(CORRUPT, b"", &format!("hightower: {message}\n"));

@@ -299,7 +299,11 @@ fn reader_thread(
                     );
                 }
                 if !slot.toggles {
-                    assert!(read.contains(&slot.key), "{:?}: contains", slot.key);
+                    assert!(
+                        read.contains(&slot.key).unwrap(),
+                        "{:?}: contains",
+                        slot.key
+                    );
                 }
                 known[i] = Known { seq, version };
             }

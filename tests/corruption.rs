@@ -1042,7 +1042,7 @@ fn a_newer_format_version_is_refused_naming_the_file() {
         let tmp = copy_store(&fx.dir);
         let config = with_dir(&fx.config, tmp.path());
         let path = segment_path(tmp.path(), id);
-        set_format_version(&path, 2);
+        set_format_version(&path, 3);
         let before = fs::read(&path).unwrap();
         for recovery in [RecoveryMode::Strict, RecoveryMode::Salvage] {
             let config = Config {
@@ -1052,14 +1052,14 @@ fn a_newer_format_version_is_refused_naming_the_file() {
             match KvEngine::open(config) {
                 Err(
                     err @ Error::UnsupportedFormat {
-                        found: 2,
-                        supported: 1,
+                        found: 3,
+                        supported: 2,
                         ..
                     },
                 ) => {
                     let message = err.to_string();
                     assert!(
-                        message.contains(&name) && message.contains("format version 2"),
+                        message.contains(&name) && message.contains("format version 3"),
                         "{message}"
                     );
                     let Error::UnsupportedFormat { file, .. } = err else {
@@ -1080,7 +1080,7 @@ fn a_newer_format_version_is_refused_naming_the_file() {
         let verdict = verdicts.iter().find(|v| v.file == name).unwrap();
         assert!(
             matches!(&verdict.verdict, SegmentVerdict::Corrupt { reason, .. }
-                if reason.contains("format version 2")),
+                if reason.contains("format version 3")),
             "{verdict:?}"
         );
     }
@@ -1513,6 +1513,9 @@ fn fault_step_counts() -> HashMap<IoOp, u64> {
     let counter = Arc::new(CountSteps::default());
     let options = EngineOptions {
         io_faults: Some(counter.clone()),
+        // Deterministic steps: segment metadata is written by the writer
+        // itself when it seals a segment, not by a maintenance thread.
+        background_threads: false,
         ..EngineOptions::default()
     };
     let engine = KvEngine::open_with(fault_config(tmp.path()), options).unwrap();
@@ -1532,6 +1535,9 @@ fn steps_to_open(op: IoOp) -> u64 {
     let counter = Arc::new(CountSteps::default());
     let options = EngineOptions {
         io_faults: Some(counter.clone()),
+        // Deterministic steps: segment metadata is written by the writer
+        // itself when it seals a segment, not by a maintenance thread.
+        background_threads: false,
         ..EngineOptions::default()
     };
     let engine = KvEngine::open_with(fault_config(tmp.path()), options).unwrap();
@@ -1551,6 +1557,9 @@ fn check_fault(op: IoOp, nth: u64, sticky: bool) {
     let faults = Arc::new(FailNth::new(op, nth, sticky));
     let options = EngineOptions {
         io_faults: Some(faults.clone()),
+        // Deterministic steps: segment metadata is written by the writer
+        // itself when it seals a segment, not by a maintenance thread.
+        background_threads: false,
         ..EngineOptions::default()
     };
     let run = match KvEngine::open_with(fault_config(tmp.path()), options) {
@@ -1620,6 +1629,9 @@ fn a_failed_preallocation_during_a_roll_does_not_duplicate_records() {
     let faults = Arc::new(FailNth::new(IoOp::Write, nth, false));
     let options = EngineOptions {
         io_faults: Some(faults.clone()),
+        // Deterministic steps: segment metadata is written by the writer
+        // itself when it seals a segment, not by a maintenance thread.
+        background_threads: false,
         ..EngineOptions::default()
     };
     let engine = KvEngine::open_with(config.clone(), options).unwrap();
@@ -1659,6 +1671,9 @@ fn the_poisoned_error_message_has_one_prefix() {
     let faults = Arc::new(FailNth::new(IoOp::SyncFile, nth, false));
     let options = EngineOptions {
         io_faults: Some(faults),
+        // Deterministic steps: segment metadata is written by the writer
+        // itself when it seals a segment, not by a maintenance thread.
+        background_threads: false,
         ..EngineOptions::default()
     };
     let engine = KvEngine::open_with(fault_config(tmp.path()), options).unwrap();

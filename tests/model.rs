@@ -379,7 +379,7 @@ impl Harness {
             "{ctx}: read().get({key:?})"
         );
         assert_eq!(
-            read.contains(key),
+            read.contains(key).unwrap(),
             expected.is_some(),
             "{ctx}: read().contains({key:?})"
         );

@@ -89,6 +89,25 @@ pub struct Config {
     pub index_max_load_factor: f64,
     /// Recovery policy for corruption outside the active tail. Default `strict`.
     pub recovery: RecoveryMode,
+    /// Most entries the hot index keeps in memory; keys beyond it are found
+    /// through segment metadata. 0 (the default): no limit, every key stays
+    /// hot. The keys of the active segment always stay hot, so the index may
+    /// pass a budget smaller than the active segment's distinct keys.
+    pub hot_index_max_entries: u64,
+    /// The same budget in bytes of hash tables (about 29 bytes per entry,
+    /// rounded down to whole table sizes). 0 (the default): no limit. With
+    /// both set, the smaller wins.
+    pub hot_index_max_bytes: u64,
+    /// Bloom filter bits per key in segment metadata. Default 10 (about 1%
+    /// false positives); 1..=32.
+    pub bloom_bits_per_key: u32,
+    /// Background compaction starts on a run of sealed segments when at
+    /// least this fraction of its bytes is dead (overwritten or deleted).
+    /// Default 0.5; in (0, 1].
+    pub compaction_dead_ratio: f64,
+    /// Period of the maintenance thread, which writes segment metadata,
+    /// fills the hot index after a restart and starts compactions. Default 100 ms.
+    pub maintenance_interval_ms: u64,
     /// The WebAssembly sandbox (the `[wasm]` table of a config file); see
     /// [`SandboxConfig`] for its fields and defaults.
     pub wasm: SandboxConfig,
@@ -111,6 +130,11 @@ impl Default for Config {
             index_initial_capacity: 0,
             index_max_load_factor: 0.875,
             recovery: RecoveryMode::Strict,
+            hot_index_max_entries: 0,
+            hot_index_max_bytes: 0,
+            bloom_bits_per_key: 10,
+            compaction_dead_ratio: 0.5,
+            maintenance_interval_ms: 100,
             wasm: SandboxConfig::default(),
         }
     }
@@ -121,6 +145,8 @@ const MAX_SEGMENT_BYTES: u64 = 2 << 30;
 const MAX_BATCH_BYTES: u64 = 1 << 30;
 const MAX_LOAD_FACTOR: f64 = 0.875;
 const MAX_GROUP_COMMIT_WAIT_US: u64 = 10_000;
+/// The smallest byte budget: a few buckets per index shard.
+const MIN_HOT_INDEX_BYTES: u64 = 64 << 10;
 
 impl Config {
     /// A config for `data_dir` with every other field at its default.
@@ -217,11 +243,53 @@ impl Config {
                 ),
             );
         }
+        if !(1..=32).contains(&self.bloom_bits_per_key) {
+            return fail(
+                "bloom_bits_per_key",
+                format!("{} is outside 1..=32", self.bloom_bits_per_key),
+            );
+        }
+        if !(self.compaction_dead_ratio > 0.0 && self.compaction_dead_ratio <= 1.0) {
+            return fail(
+                "compaction_dead_ratio",
+                format!("{} is outside (0, 1]", self.compaction_dead_ratio),
+            );
+        }
+        if self.maintenance_interval_ms == 0 {
+            return fail("maintenance_interval_ms", "must be at least 1".into());
+        }
+        if self.hot_index_max_bytes != 0 && self.hot_index_max_bytes < MIN_HOT_INDEX_BYTES {
+            return fail(
+                "hot_index_max_bytes",
+                format!("must be 0 (no limit) or at least {MIN_HOT_INDEX_BYTES}"),
+            );
+        }
         self.wasm.validate().map_err(|inner| ConfigError {
             field: "wasm",
             reason: format!("{}: {}", inner.field, inner.reason),
         })?;
         Ok(())
+    }
+
+    pub fn maintenance_interval(&self) -> Duration {
+        Duration::from_millis(self.maintenance_interval_ms)
+    }
+
+    /// Most entries one hot-index shard keeps, or `None` without a budget.
+    pub(crate) fn hot_index_shard_max_entries(&self) -> Option<usize> {
+        let shards = crate::index::SHARDS as u64;
+        let by_entries = (self.hot_index_max_entries > 0)
+            .then(|| (self.hot_index_max_entries / shards).max(1) as usize);
+        let by_bytes = (self.hot_index_max_bytes > 0).then(|| {
+            crate::index::shard_entries_for_bytes(
+                self.hot_index_max_bytes,
+                self.index_max_load_factor,
+            )
+        });
+        match (by_entries, by_bytes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Address space reserved for the active segment's memory map: a full

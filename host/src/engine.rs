@@ -68,6 +68,9 @@ struct Shared {
 pub struct KvEngine {
     shared: Arc<Shared>,
     flusher: Option<PeriodicThread>,
+    /// Writes segment metadata, fills the hot index after a restart, and
+    /// compacts (see `storage::maintenance`).
+    maintenance: Option<PeriodicThread>,
     closed: bool,
 }
 
@@ -93,9 +96,16 @@ impl KvEngine {
             }
             _ => None,
         };
+        let maintenance = if options.background_threads {
+            shared.state.storage().set_background_maintenance(true);
+            Some(start_maintenance(shared.clone())?)
+        } else {
+            None
+        };
         Ok(KvEngine {
             shared,
             flusher,
+            maintenance,
             closed: false,
         })
     }
@@ -179,6 +189,12 @@ impl KvEngine {
         }
     }
 
+    /// Compacts every sealed segment now: copies their live records into new
+    /// segments and deletes them. Reads and writes go on meanwhile.
+    pub fn compact(&self) -> Result<crate::storage::CompactionReport> {
+        self.shared.state.storage().compact_all()
+    }
+
     /// The state machine underneath, for replication and snapshots.
     pub fn state(&self) -> &KvState {
         &self.shared.state
@@ -194,6 +210,13 @@ impl KvEngine {
             return Ok(());
         }
         drop(self.flusher.take());
+        drop(self.maintenance.take());
+        // A clean close leaves every sealed segment with its metadata, so
+        // the next open reads no segment (the maintenance thread may not
+        // have had its turn in a short-lived process).
+        if let Err(err) = self.shared.state.storage().build_pending_metas() {
+            tracing::error!(error = %err, "writing segment metadata on close failed; the next open rebuilds it");
+        }
         if self.config().sync == SyncMode::Os {
             Ok(())
         } else {
@@ -247,19 +270,26 @@ impl ReadContext<'_> {
         self.engine.get_versioned(key)
     }
 
-    pub fn contains(&self, key: &[u8]) -> bool {
-        self.engine.shared.state.storage().version_of(key).is_some()
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self
+            .engine
+            .shared
+            .state
+            .storage()
+            .version_of(key)?
+            .is_some())
     }
 
     /// Up to `limit` keys starting with `prefix`, in byte order, after
-    /// `after` (a cursor: the last key of the previous page). Each call scans
-    /// the whole index: O(total keys), not O(page).
+    /// `after` (a cursor: the last key of the previous page). Each call
+    /// passes over the whole hot index (O(hot keys)) and, unless every key is
+    /// hot, merges the segment metadata from the cursor on.
     pub fn keys_with_prefix(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Vec<Vec<u8>> {
+    ) -> Result<Vec<Vec<u8>>> {
         self.engine
             .shared
             .state
@@ -276,6 +306,16 @@ fn start_flusher(shared: Arc<Shared>, period: Duration) -> Result<PeriodicThread
         let _ = shared.state.storage().sync_in_background();
     })
     .context(|| "start the flusher thread")
+}
+
+/// The maintenance thread: one round per `maintenance_interval_ms`. A
+/// round that fails logs why and leaves the store as it was.
+fn start_maintenance(shared: Arc<Shared>) -> Result<PeriodicThread> {
+    let period = shared.state.storage().config().maintenance_interval();
+    PeriodicThread::start("hightower-maintenance", period, move || {
+        shared.state.storage().maintain();
+    })
+    .context(|| "start the maintenance thread")
 }
 
 #[cfg(test)]
@@ -301,20 +341,24 @@ mod tests {
         let read = engine.read();
         assert!(read.read_version() >= version);
         assert_eq!(read.get(b"k").unwrap().unwrap().version, version);
-        assert!(read.contains(b"k"));
+        assert!(read.contains(b"k").unwrap());
         for key in [&b"p/b"[..], b"p/a", b"q/a", b"p/c"] {
             engine.put(key, b"x").unwrap();
         }
         let read = engine.read();
         assert_eq!(
-            read.keys_with_prefix(b"p/", None, 2),
+            read.keys_with_prefix(b"p/", None, 2).unwrap(),
             vec![b"p/a".to_vec(), b"p/b".to_vec()]
         );
         assert_eq!(
-            read.keys_with_prefix(b"p/", Some(b"p/b"), 2),
+            read.keys_with_prefix(b"p/", Some(b"p/b"), 2).unwrap(),
             vec![b"p/c".to_vec()]
         );
-        assert!(read.keys_with_prefix(b"p/", Some(b"p/c"), 2).is_empty());
+        assert!(
+            read.keys_with_prefix(b"p/", Some(b"p/c"), 2)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(engine.delete(b"k").unwrap(), Some(version + 5));
         assert_eq!(engine.delete(b"k").unwrap(), None);
         assert_eq!(engine.get(b"k").unwrap(), None);
@@ -507,7 +551,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut cursor: Option<Vec<u8>> = None;
         for _ in 0..100 {
-            let page = read.keys_with_prefix(b"p/", cursor.as_deref(), 7);
+            let page = read.keys_with_prefix(b"p/", cursor.as_deref(), 7).unwrap();
             assert!(page.len() <= 7);
             let Some(last) = page.last().cloned() else {
                 break;
@@ -516,6 +560,6 @@ mod tests {
             cursor = Some(last);
         }
         assert_eq!(seen, expected);
-        assert!(read.keys_with_prefix(b"p/", None, 0).is_empty());
+        assert!(read.keys_with_prefix(b"p/", None, 0).unwrap().is_empty());
     }
 }

@@ -23,9 +23,14 @@ pub enum Counter {
     BytesAppended,
     Fsyncs,
     CommitGroups,
+    /// Keys found through segment metadata and copied into the hot index.
+    HotPromotions,
+    Compactions,
+    /// Segment bytes compaction removed (inputs minus outputs).
+    CompactionBytesReclaimed,
 }
 
-const COUNTERS: usize = 9;
+const COUNTERS: usize = 12;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Latency {
@@ -71,6 +76,9 @@ impl Metrics {
             bytes_appended: c(Counter::BytesAppended),
             fsyncs: c(Counter::Fsyncs),
             commit_groups: c(Counter::CommitGroups),
+            hot_promotions: c(Counter::HotPromotions),
+            compactions: c(Counter::Compactions),
+            compaction_bytes_reclaimed: c(Counter::CompactionBytesReclaimed),
             commit_latency: self.histograms[Latency::Commit as usize].summary(),
             fsync_latency: self.histograms[Latency::Fsync as usize].summary(),
         }
@@ -105,6 +113,9 @@ pub struct MetricsSnapshot {
     pub bytes_appended: u64,
     pub fsyncs: u64,
     pub commit_groups: u64,
+    pub hot_promotions: u64,
+    pub compactions: u64,
+    pub compaction_bytes_reclaimed: u64,
     pub commit_latency: LatencySummary,
     pub fsync_latency: LatencySummary,
 }

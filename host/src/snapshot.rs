@@ -17,7 +17,6 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{ConfigError, Corruption, Error, IoContext, Result};
 use crate::fault::NoFaults;
-use crate::index::KeySource;
 use crate::log_segment::{MAX_FORMAT_KEY_BYTES, MAX_FORMAT_VALUE_BYTES};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
@@ -45,8 +44,15 @@ pub struct SnapshotInfo {
 
 /// Writes an image of `storage` to `out`.
 pub fn write_snapshot(storage: &Storage, out: &mut dyn Write) -> Result<SnapshotInfo> {
-    let (mut entries, segments, last_log_index, last_version) = storage.consistent_cut();
-    // Log order: restore replays the records as they were written.
+    let cut = storage.consistent_cut();
+    let (last_log_index, last_version) = (cut.last_log_index, cut.last_version);
+    // Log order: restore replays the records as they were written. Only the
+    // entries are sorted (the values are streamed from the log afterwards).
+    let mut entries = Vec::with_capacity(cut.live_keys as usize);
+    cut.for_each_live(|_, entry, _| {
+        entries.push(entry);
+        Ok(())
+    })?;
     entries.sort_unstable_by_key(|entry| entry.version);
     let mut out = CountingWriter {
         inner: out,
@@ -60,13 +66,7 @@ pub fn write_snapshot(storage: &Storage, out: &mut dyn Write) -> Result<Snapshot
     let mut body_crc = crc32fast::Hasher::new();
     let mut buf = Vec::new();
     for entry in &entries {
-        let segment = segments.get(&entry.segment_id).ok_or(Error::Unsupported(
-            "an index entry named a segment missing from the cut",
-        ))?;
-        let key = segments
-            .key_of(entry)
-            .ok_or(Error::Unsupported("unreadable key in the cut"))?;
-        let record = segment.read(entry.offset, entry.len, key, entry.version)?;
+        let record = cut.read(entry)?;
         buf.clear();
         encode_entry(
             &mut buf,

@@ -155,26 +155,37 @@ impl KvState {
         }
         command.validate(&self.limits)?;
         writer.note_applied(log_index);
-        let version_now = |overlay: &Overlay<'c>, key: &[u8]| match overlay.get(key) {
-            Some(version) => *version,
-            None => self.storage.version_of(key),
+        // Lookups may reach segment metadata (and fail on damage there), so
+        // the versions a command depends on are resolved before it is decided.
+        let version_now = |overlay: &Overlay<'c>, key: &[u8]| -> Result<Option<u64>> {
+            match overlay.get(key) {
+                Some(version) => Ok(*version),
+                None => self.storage.version_of(key),
+            }
         };
         let ops: Vec<(&'c [u8], Option<&'c [u8]>)> = match command {
             Command::Set { key, value } => vec![(key, Some(value))],
-            Command::Delete { key } if version_now(overlay, key).is_none() => {
+            Command::Delete { key } if version_now(overlay, key)?.is_none() => {
                 return Ok(Outcome::Deleted { version: None });
             }
             Command::Delete { key } => vec![(key, None)],
             Command::Batch { conditions, ops } => {
-                if let Some((index, condition)) =
-                    first_failed(conditions, |key| version_now(overlay, key))
-                {
+                let mut known: HashMap<&[u8], Option<u64>> = HashMap::new();
+                let keys = conditions.iter().map(Condition::key);
+                let deleted = ops.iter().filter(|op| op.value().is_none()).map(Op::key);
+                for key in keys.chain(deleted) {
+                    if !known.contains_key(key) {
+                        known.insert(key, version_now(overlay, key)?);
+                    }
+                }
+                let version = |key: &[u8]| known.get(key).copied().flatten();
+                if let Some((index, condition)) = first_failed(conditions, version) {
                     return Ok(Outcome::ConditionFailed {
                         index,
                         key: condition.key().to_vec(),
                     });
                 }
-                effective_ops(ops, |key| version_now(overlay, key).is_some())
+                effective_ops(ops, |key| version(key).is_some())
             }
         };
         if ops.is_empty() {
@@ -186,7 +197,10 @@ impl KvState {
         let first = staged.len();
         writer.stage_command(log_index, &ops, staged)?;
         for item in &staged[first..] {
-            overlay.insert(item.key, (!item.tombstone).then_some(item.entry.version));
+            overlay.insert(
+                item.key,
+                (!item.entry.tombstone).then_some(item.entry.version),
+            );
         }
         let last_version = staged
             .last()
@@ -219,7 +233,7 @@ impl KvState {
     /// Every live key with its value and version, sorted by key.
     pub fn dump(&self) -> Result<Vec<(Vec<u8>, Versioned)>> {
         let mut out = Vec::new();
-        for (key, _) in self.storage.sorted_entries() {
+        for (key, _) in self.storage.sorted_entries()? {
             if let Some(value) = self.storage.get(&key)? {
                 out.push((key, value));
             }

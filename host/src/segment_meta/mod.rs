@@ -68,7 +68,11 @@ pub fn build(spec: &BuildSpec<'_>) -> Result<Vec<u8>> {
         return Err(Error::Corruption(Corruption {
             file,
             offset: damage.offset as u64,
-            reason: format!("{} (in a sealed segment)", damage.reason),
+            reason: format!(
+                "{} ({} damaged range(s) in a sealed segment; `hightower salvage` keeps every intact command)",
+                damage.reason,
+                scan.damage.len()
+            ),
         }));
     }
     // Newest record per key: sort by key, newest first, keep the first.
@@ -282,6 +286,11 @@ impl SegmentMeta {
 
     pub fn file_name(&self) -> &str {
         &self.file
+    }
+
+    /// Size of the metadata file.
+    pub fn file_len(&self) -> u64 {
+        self.raw().len() as u64
     }
 
     /// Bytes a lookup keeps hot: block pointers, first keys and Bloom filter.

@@ -1,17 +1,24 @@
-//! The storage facade: segments on disk, the hash index in memory, and the
-//! single writer that appends to the active segment.
+//! The storage facade: segments on disk, the hot index in memory, the
+//! per-segment metadata that finds what the hot index does not hold, and
+//! the single writer that appends to the active segment.
 //!
 //! Reads take one index shard lock and the segment-table read lock, then copy
-//! the record out of a memory map. Writes go through [`WriterGuard`]: stage
-//! records, write them, sync as the caller asks, then publish to the index —
-//! so a reader never sees a write before it could have been acknowledged.
+//! the record out of a memory map. A key missing from the hot index is looked
+//! up in the sealed segments' metadata, newest rank first (Bloom filter,
+//! sparse index, one table block), and copied into the hot index. Writes go
+//! through [`WriterGuard`]: stage records, write them, sync as the caller
+//! asks, then publish to the index — so a reader never sees a write before it
+//! could have been acknowledged.
 
+mod compaction;
+mod maintenance;
+mod merge;
 mod recovery;
+mod segments;
 mod writer;
 
-use std::collections::{BTreeMap, BinaryHeap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use serde::Serialize;
 
@@ -19,22 +26,16 @@ use crate::config::Config;
 use crate::data_dir::DataDir;
 use crate::error::{Corruption, Error, Result};
 use crate::fault::IoFaults;
-use crate::index::{Index, IndexEntry, IndexStats, KeySource};
-use crate::log_segment::{MappedSegment, segment_file_name};
-use crate::metrics::Metrics;
+use crate::index::{Index, IndexEntry, IndexStats};
+use crate::log_segment::{SEGMENT_HEADER_LEN, segment_file_name};
+use crate::metrics::{Metrics, MetricsHook};
+use crate::segment_meta::meta_file_name;
 
+pub use compaction::{CompactionPlan, CompactionReport, SegmentUsage, plan_compaction};
 pub use recovery::{OpenReport, SegmentVerdict, SegmentVerification, verify_segments};
+pub use segments::{Segment, SegmentTable};
 use writer::Writer;
 pub use writer::{Staged, WriterGuard};
-
-/// Open segments by id. Also what the index reads keys back from.
-pub(crate) type SegmentTable = BTreeMap<u32, Arc<MappedSegment>>;
-
-impl KeySource for SegmentTable {
-    fn key_of(&self, entry: &IndexEntry) -> Option<&[u8]> {
-        self.get(&entry.segment_id)?.key_at(entry.offset, entry.len)
-    }
-}
 
 /// A value and the version that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -50,33 +51,61 @@ pub struct Storage {
     /// A sequence lock around publishing: odd while a group is being
     /// published. A lookup that overlapped a publish retries, so the records
     /// of a batch become visible all at once (a reader that sees one of them
-    /// sees every one) without readers writing to a shared cache line.
+    /// sees every one) without readers writing to a shared cache line. A
+    /// cold lookup copies its result into the hot index only if no publish
+    /// happened meanwhile.
     publish_seq: AtomicU64,
     writer: Mutex<Writer>,
     config: Config,
     metrics: Arc<Metrics>,
     /// Highest version published to the index.
     committed_version: AtomicU64,
-    sealed_bytes: AtomicU64,
+    /// Every key's newest record is in the hot index, so a miss means
+    /// absent. Only without a budget (nothing is evicted then): from the
+    /// start on a new store, after the warm-up on a reopened one.
+    hot_complete: AtomicBool,
+    /// Keys with a live value, published.
+    live_keys: AtomicU64,
+    /// Bytes written to the active segment so far.
     active_bytes: AtomicU64,
+    active_id: AtomicU32,
+    /// The next segment id (ids are never reused; compaction outputs take
+    /// fresh ones too).
+    next_segment_id: AtomicU32,
+    /// Metadata builds and compaction run on the engine's maintenance
+    /// thread; without one, the writer builds metadata itself on a roll.
+    background_maintenance: AtomicBool,
+    /// One maintainer at a time (the worker, `compact`, or an inline build).
+    maintenance: Mutex<()>,
     open_report: OpenReport,
 }
 
 /// Sizes of the store, for `stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StorageStats {
+    /// Keys with a live value.
     pub keys: u64,
     pub segments: u64,
+    /// Segment and metadata files.
     pub disk_bytes: u64,
+    /// Segment bytes not known to be dead (superseded records, tombstones).
     pub live_bytes: u64,
+    /// The hot index's tables plus the metadata kept hot (block pointers,
+    /// first keys, Bloom filters).
     pub index_memory_bytes: u64,
+    pub hot_entries: u64,
+    pub hot_tombstones: u64,
+    pub hot_evictions: u64,
+    /// A miss in the hot index means absent (no budget, warm-up done).
+    pub hot_index_complete: bool,
     pub committed_version: u64,
     pub last_log_index: u64,
     pub poisoned: Option<String>,
 }
 
 impl Storage {
-    /// Opens the data directory, recovering the index from the segments.
+    /// Opens the data directory, recovering the index from segment metadata
+    /// and the active segment's records.
     pub fn open(config: Config, faults: Arc<dyn IoFaults>, metrics: Arc<Metrics>) -> Result<Self> {
         config.validate()?;
         let dir = DataDir::open(&config.data_dir, faults)?;
@@ -95,35 +124,40 @@ impl Storage {
         &self.open_report
     }
 
+    fn segments(&self) -> RwLockReadGuard<'_, SegmentTable> {
+        self.segments.read().expect("segment table lock poisoned")
+    }
+
     /// The current value of `key`, verified against its checksum.
     pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
         // One segment-table guard for lookup and read: the segment an entry
         // names cannot go away in between.
-        let segments = self.segments.read().expect("segment table lock poisoned");
-        let Some(entry) = self.lookup(key, &segments) else {
+        let segments = self.segments();
+        let Some(entry) = self.lookup(key, &segments)? else {
             return Ok(None);
         };
-        let Some(segment) = segments.get(&entry.segment_id) else {
-            return Err(Error::Corruption(Corruption {
-                file: segment_file_name(entry.segment_id),
-                offset: u64::from(entry.offset),
-                reason: "the index points at a segment that is not open".into(),
-            }));
-        };
-        let record = segment.read(entry.offset, entry.len, key, entry.version)?;
+        if entry.tombstone {
+            return Ok(None);
+        }
+        let record = read_record(&segments, &entry, key)?;
         Ok(Some(Versioned {
-            value: record.value.to_vec(),
+            value: record.to_vec(),
             version: entry.version,
         }))
     }
 
     /// The version of `key`'s current value, without reading it.
-    pub fn version_of(&self, key: &[u8]) -> Option<u64> {
-        let segments = self.segments.read().expect("segment table lock poisoned");
-        self.lookup(key, &segments).map(|entry| entry.version)
+    pub fn version_of(&self, key: &[u8]) -> Result<Option<u64>> {
+        let segments = self.segments();
+        Ok(self
+            .lookup(key, &segments)?
+            .filter(|entry| !entry.tombstone)
+            .map(|entry| entry.version))
     }
 
-    fn lookup(&self, key: &[u8], segments: &SegmentTable) -> Option<IndexEntry> {
+    /// The newest record of `key`, a tombstone included: from the hot index,
+    /// or from the sealed segments' metadata (then copied into the hot index).
+    fn lookup(&self, key: &[u8], segments: &SegmentTable) -> Result<Option<IndexEntry>> {
         // Bounded by the publisher: each retry waits for one publish to end,
         // and a publish holds no lock a reader needs to make progress.
         loop {
@@ -132,13 +166,40 @@ impl Storage {
                 std::thread::yield_now();
                 continue;
             }
-            let entry = self.index.get(key, segments);
+            let found = match self.index.get(key, segments) {
+                Some(entry) => Some(entry),
+                None if self.hot_complete.load(Ordering::Acquire) => None,
+                None => {
+                    let cold = segments.find_cold(key)?;
+                    if let Some(entry) = cold.filter(|entry| !entry.tombstone) {
+                        self.promote(key, entry, segments, before);
+                    }
+                    cold
+                }
+            };
             // The shard lock taken by `get` orders this load after the
             // entry read: if we saw a value written by a publish, we see
             // its odd sequence number here.
             if self.publish_seq.load(Ordering::SeqCst) == before {
-                return entry;
+                return Ok(found);
             }
+        }
+    }
+
+    /// Copies a cold lookup's result into the hot index, unless a publish
+    /// (which might have written a newer record) started since `seq_before`
+    /// or compaction is retiring its segment. Checked under the shard lock,
+    /// which the publisher and compaction's redirect also take.
+    fn promote(&self, key: &[u8], entry: IndexEntry, segments: &SegmentTable, seq_before: u64) {
+        let Some(segment) = segments.get(entry.segment_id) else {
+            return;
+        };
+        let promoted = self.index.insert_if_absent(key, entry, segments, || {
+            self.publish_seq.load(Ordering::SeqCst) == seq_before
+                && !segment.retiring.load(Ordering::SeqCst)
+        });
+        if promoted {
+            self.metrics.add(crate::metrics::Counter::HotPromotions, 1);
         }
     }
 
@@ -162,27 +223,58 @@ impl Storage {
         writer::sync_without_blocking_appends(self)
     }
 
+    /// The engine runs a maintenance thread: metadata is built there, not by
+    /// the writer on a roll.
+    pub fn set_background_maintenance(&self, on: bool) {
+        self.background_maintenance.store(on, Ordering::SeqCst);
+    }
+
     pub fn stats(&self) -> StorageStats {
         let IndexStats {
-            keys,
-            live_bytes,
+            entries,
+            tombstones,
             memory_bytes,
+            evictions,
         } = self.index.stats();
-        let (last_log_index, poisoned) = {
+        let (last_log_index, poisoned, active_id) = {
             let writer = self.writer.lock().expect("writer lock poisoned");
-            (writer.last_log_index, writer.poisoned.clone())
+            (
+                writer.last_log_index,
+                writer.poisoned.clone(),
+                writer.active.id(),
+            )
         };
+        let segments = self.segments();
+        let (mut disk_bytes, mut dead_bytes, mut meta_bytes) = (0, 0, 0);
+        for segment in segments.iter() {
+            disk_bytes += if segment.id() == active_id {
+                self.active_bytes.load(Ordering::Relaxed)
+            } else {
+                segment.len()
+            };
+            dead_bytes += segment.dead_bytes.load(Ordering::Relaxed);
+            if let Some(meta) = segment.meta() {
+                disk_bytes += meta.file_len();
+                meta_bytes += meta.index_bytes();
+            }
+        }
+        let segment_bytes = disk_bytes
+            - segments
+                .iter()
+                .filter_map(|s| s.meta().map(|m| m.file_len()))
+                .sum::<u64>();
         StorageStats {
-            keys,
-            segments: self
-                .segments
-                .read()
-                .expect("segment table lock poisoned")
-                .len() as u64,
-            disk_bytes: self.sealed_bytes.load(Ordering::Relaxed)
-                + self.active_bytes.load(Ordering::Relaxed),
-            live_bytes,
-            index_memory_bytes: memory_bytes,
+            keys: self.live_keys.load(Ordering::Relaxed),
+            segments: segments.len() as u64,
+            disk_bytes,
+            live_bytes: segment_bytes
+                .saturating_sub(segments.len() as u64 * SEGMENT_HEADER_LEN as u64)
+                .saturating_sub(dead_bytes),
+            index_memory_bytes: memory_bytes + meta_bytes,
+            hot_entries: entries,
+            hot_tombstones: tombstones,
+            hot_evictions: evictions,
+            hot_index_complete: self.hot_complete.load(Ordering::Relaxed),
             committed_version: self.committed_version(),
             last_log_index,
             poisoned,
@@ -190,66 +282,65 @@ impl Storage {
     }
 
     /// Up to `limit` live keys starting with `prefix` and sorted after
-    /// `after` (exclusive), in byte order. Costs a pass over the whole index
-    /// (O(keys), one shard lock at a time) plus a sort of the matches: the
-    /// hash index keeps no order. Not a snapshot: a batch published during
-    /// the pass may be seen in part.
+    /// `after` (exclusive), in byte order. Costs a pass over the hot index
+    /// (one shard lock at a time) plus, unless the hot index holds every
+    /// key, a merge of the sealed segments' sorted metadata from the first
+    /// possible key on. Not a snapshot: a batch published during the pass
+    /// may be seen in part.
     pub fn keys_with_prefix(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Vec<Vec<u8>> {
-        // A max-heap of the `limit` smallest matches: memory O(limit), not
-        // O(matches); a key is copied only if it beats the current largest.
-        let mut smallest: BinaryHeap<Vec<u8>> = BinaryHeap::with_capacity(limit.min(1024) + 1);
-        if limit == 0 {
-            return Vec::new();
-        }
-        self.for_each_key(|key, _| {
-            if !key.starts_with(prefix) || after.is_some_and(|after| key <= after) {
-                return;
-            }
-            if smallest.len() < limit {
-                smallest.push(key.to_vec());
-            } else if smallest
-                .peek()
-                .is_some_and(|largest| key < largest.as_slice())
-            {
-                smallest.pop();
-                smallest.push(key.to_vec());
-            }
-        });
-        smallest.into_sorted_vec()
+    ) -> Result<Vec<Vec<u8>>> {
+        let segments = self.segments();
+        let complete = self.hot_complete.load(Ordering::Acquire);
+        let mut keys = Vec::new();
+        merge::live_keys_page(
+            &self.index,
+            &segments,
+            complete,
+            merge::Range { prefix, after },
+            limit,
+            |key, _| keys.push(key.to_vec()),
+        )?;
+        Ok(keys)
     }
 
-    /// Every live key with its index entry, sorted by key. For tests and tooling.
-    pub fn sorted_entries(&self) -> Vec<(Vec<u8>, IndexEntry)> {
-        let mut entries = Vec::with_capacity(self.index.len() as usize);
-        self.for_each_key(|key, entry| entries.push((key.to_vec(), entry)));
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        entries
+    /// Every live key with its entry, sorted by key. For tests and tooling.
+    pub fn sorted_entries(&self) -> Result<Vec<(Vec<u8>, IndexEntry)>> {
+        let segments = self.segments();
+        let complete = self.hot_complete.load(Ordering::Acquire);
+        let mut entries = Vec::new();
+        merge::live_keys_page(
+            &self.index,
+            &segments,
+            complete,
+            merge::Range {
+                prefix: &[],
+                after: None,
+            },
+            usize::MAX,
+            |key, entry| entries.push((key.to_vec(), entry)),
+        )?;
+        Ok(entries)
     }
 
-    /// Every live entry with the segments that hold them, taken under the
-    /// writer lock: a consistent cut at `last_log_index`. The segments stay
-    /// readable as long as the returned table is held.
-    /// Also returns the last log index and the highest version assigned.
-    pub fn consistent_cut(&self) -> (Vec<IndexEntry>, SegmentTable, u64, u64) {
+    /// A consistent cut at `last_log_index`, taken under the writer lock:
+    /// a copy of the hot index and the segments (kept readable while the
+    /// cut is held). Walk it with [`Cut::for_each_live`].
+    pub fn consistent_cut(&self) -> Cut {
         let writer = self.writer.lock().expect("writer lock poisoned");
-        let mut entries = Vec::with_capacity(self.index.len() as usize);
-        self.index.for_each(|entry| entries.push(entry));
-        let segments = self
-            .segments
-            .read()
-            .expect("segment table lock poisoned")
-            .clone();
-        (
-            entries,
-            segments,
-            writer.last_log_index,
-            writer.next_version - 1,
-        )
+        let mut hot = Vec::with_capacity(self.index.len() as usize);
+        self.index.for_each(|entry| hot.push(entry));
+        Cut {
+            hot,
+            segments: self.segments().clone(),
+            hot_complete: self.hot_complete.load(Ordering::Acquire),
+            last_log_index: writer.last_log_index,
+            last_version: writer.next_version - 1,
+            live_keys: self.live_keys.load(Ordering::Relaxed),
+        }
     }
 
     /// Removes every file of this store (cleanup after a failed restore into
@@ -257,22 +348,90 @@ impl Storage {
     pub(crate) fn remove_all_files(&self) {
         for id in self.dir.segment_ids().unwrap_or_default() {
             let _ = self.dir.remove(&segment_file_name(id));
+            let _ = self.dir.remove(&meta_file_name(id));
         }
         let _ = self.dir.remove(crate::data_dir::LOCK_FILE_NAME);
         let _ = self.dir.sync();
     }
+}
 
-    /// Every live key and its entry, in no order.
-    fn for_each_key(&self, mut visit: impl FnMut(&[u8], IndexEntry)) {
-        let segments = self.segments.read().expect("segment table lock poisoned");
-        self.index.for_each(|entry| {
-            // Published entries point at readable records; one that does not
-            // (damaged memory) names no key, as in a lookup.
-            if let Some(key) = segments.key_of(&entry) {
-                visit(key, entry);
-            }
-        });
+/// A frozen view of the store; see [`Storage::consistent_cut`].
+pub struct Cut {
+    hot: Vec<IndexEntry>,
+    segments: SegmentTable,
+    hot_complete: bool,
+    pub last_log_index: u64,
+    /// Highest version assigned.
+    pub last_version: u64,
+    pub live_keys: u64,
+}
+
+impl Cut {
+    /// The whole record an entry of this cut names, verified.
+    pub fn read(&self, entry: &IndexEntry) -> Result<crate::log_segment::Record<'_>> {
+        let segment = self.segments.get(entry.segment_id).ok_or_else(|| {
+            Error::Corruption(Corruption {
+                file: segment_file_name(entry.segment_id),
+                offset: u64::from(entry.offset),
+                reason: "an entry names a segment missing from the cut".into(),
+            })
+        })?;
+        let key = crate::index::KeySource::key_of(&self.segments, entry).ok_or_else(|| {
+            Error::Corruption(Corruption {
+                file: segment_file_name(entry.segment_id),
+                offset: u64::from(entry.offset),
+                reason: "unreadable key".into(),
+            })
+        })?;
+        segment
+            .map
+            .read(entry.offset, entry.len, key, entry.version)
     }
+
+    /// Calls `visit` with every live key, its entry and its value, in key
+    /// order.
+    pub fn for_each_live(
+        &self,
+        mut visit: impl FnMut(&[u8], IndexEntry, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut failure = None;
+        merge::live_entries(
+            &self.hot,
+            &self.segments,
+            self.hot_complete,
+            merge::Range {
+                prefix: &[],
+                after: None,
+            },
+            usize::MAX,
+            |key, entry| {
+                if failure.is_some() {
+                    return;
+                }
+                let result = read_record(&self.segments, &entry, key)
+                    .and_then(|value| visit(key, entry, value));
+                if let Err(err) = result {
+                    failure = Some(err);
+                }
+            },
+        )?;
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Reads and verifies the value of the record `entry` names.
+fn read_record<'s>(segments: &'s SegmentTable, entry: &IndexEntry, key: &[u8]) -> Result<&'s [u8]> {
+    let Some(segment) = segments.get(entry.segment_id) else {
+        return Err(Error::Corruption(Corruption {
+            file: segment_file_name(entry.segment_id),
+            offset: u64::from(entry.offset),
+            reason: "the index points at a segment that is not open".into(),
+        }));
+    };
+    Ok(segment
+        .map
+        .read(entry.offset, entry.len, key, entry.version)?
+        .value)
 }
 
 #[cfg(test)]
@@ -321,11 +480,11 @@ mod tests {
                 version
             })
         );
-        assert_eq!(storage.version_of(b"k"), Some(version));
+        assert_eq!(storage.version_of(b"k").unwrap(), Some(version));
         assert_eq!(storage.committed_version(), version);
         write(&storage, 2, b"k", None);
         assert_eq!(storage.get(b"k").unwrap(), None);
-        assert_eq!(storage.version_of(b"k"), None);
+        assert_eq!(storage.version_of(b"k").unwrap(), None);
     }
 
     #[test]
@@ -361,17 +520,32 @@ mod tests {
                 Some(b"value"),
             );
         }
-        let (entries, segments, last_log_index, last_version) = storage.consistent_cut();
-        assert_eq!((entries.len(), last_log_index, last_version), (20, 50, 50));
-        for entry in &entries {
-            assert!(segments.key_of(entry).is_some());
-        }
+        let cut = storage.consistent_cut();
+        assert_eq!((cut.last_log_index, cut.last_version), (50, 50));
+        let mut live = Vec::new();
+        cut.for_each_live(|key, entry, value| {
+            assert_eq!(value, b"value");
+            live.push((key.to_vec(), entry.version));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(live.len(), 20);
+        // Writes after the cut are not in it.
+        write(&storage, 51, b"new", Some(b"value"));
+        let mut after = 0;
+        cut.for_each_live(|_, _, _| {
+            after += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(after, 20);
         let keys: Vec<Vec<u8>> = storage
             .sorted_entries()
+            .unwrap()
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        assert_eq!(keys.len(), 20);
+        assert_eq!(keys.len(), 21);
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
     }
 

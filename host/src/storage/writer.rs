@@ -6,16 +6,19 @@
 //! for data that is gone (PostgreSQL's "fsyncgate"). Reopening the store
 //! recovers from what is really on disk.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
 use super::Storage;
+use super::segments::Segment;
 use crate::config::SyncMode;
 use crate::error::{Error, Result};
 use crate::index::IndexEntry;
 use crate::log_segment::{
-    ActiveSegment, MappedSegment, RecordSpec, SEGMENT_HEADER_LEN, encode_record, sync_file_data,
+    ActiveSegment, MappedSegment, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader, encode_record,
+    sync_file_data,
 };
 use crate::metrics::{Counter, Latency, MetricsHook};
 
@@ -27,6 +30,11 @@ pub(super) struct Writer {
     /// Encoded records not yet written; they go at `active.write_pos()`.
     buf: Vec<u8>,
     preallocate_bytes: u64,
+    /// The newest entry of every key staged since the last publish, when
+    /// more than one record is staged (a later record replaces it).
+    group: HashMap<Vec<u8>, IndexEntry>,
+    /// Change of the live key count by the records staged since the last publish.
+    pending_live_delta: i64,
 }
 
 impl Writer {
@@ -43,6 +51,8 @@ impl Writer {
             poisoned: None,
             buf: Vec::new(),
             preallocate_bytes,
+            group: HashMap::new(),
+            pending_live_delta: 0,
         }
     }
 }
@@ -60,8 +70,10 @@ pub(super) fn preallocate_bytes_for(config: &crate::config::Config) -> u64 {
 #[derive(Clone, Copy, Debug)]
 pub struct Staged<'k> {
     pub key: &'k [u8],
+    /// Its index entry (`entry.tombstone` for a delete).
     pub entry: IndexEntry,
-    pub tombstone: bool,
+    /// The newest record of the key before this one (for space accounting).
+    pub replaces: Option<IndexEntry>,
 }
 
 /// Holds the writer lock. Records are staged, then written, then published.
@@ -133,6 +145,9 @@ impl<'s> WriterGuard<'s> {
         encode_record(&mut self.writer.buf, &spec);
         self.writer.next_version = version + 1;
         self.writer.last_log_index = log_index;
+        // An image holds each key once, so every record adds a live key
+        // (metadata written on a roll records the count).
+        self.writer.pending_live_delta += 1;
         Ok(())
     }
 
@@ -177,8 +192,12 @@ impl<'s> WriterGuard<'s> {
             })
             .sum();
         self.guarded(|this| this.roll_if_needed(bytes))?;
+        let replaced = self.previous_records(ops)?;
         let writer = &mut *self.writer;
-        for (i, &(key, value)) in ops.iter().enumerate() {
+        for (i, (&(key, value), published)) in ops.iter().zip(replaced).enumerate() {
+            // A record staged earlier in this group (or command) is newer
+            // than anything published.
+            let replaces = writer.group.get(key).copied().or(published);
             let offset = writer.active.write_pos() + writer.buf.len() as u64;
             let version = writer.next_version;
             let spec = RecordSpec {
@@ -196,15 +215,31 @@ impl<'s> WriterGuard<'s> {
                 segment_id,
                 offset: to_u32(offset),
                 len: to_u32(len as u64),
+                tombstone: value.is_none(),
             };
+            let was_live = replaces.is_some_and(|old| !old.tombstone);
+            writer.pending_live_delta += i64::from(!entry.tombstone) - i64::from(was_live);
+            writer.group.insert(key.to_vec(), entry);
             staged.push(Staged {
                 key,
                 entry,
-                tombstone: value.is_none(),
+                replaces,
             });
             writer.next_version += 1;
         }
         Ok(())
+    }
+
+    /// The newest published record of each key of `ops` (hot or cold),
+    /// unless a record of the key is already staged in this group.
+    fn previous_records(&self, ops: &[(&[u8], Option<&[u8]>)]) -> Result<Vec<Option<IndexEntry>>> {
+        let segments = self.storage.segments();
+        ops.iter()
+            .map(|&(key, _)| match self.writer.group.contains_key(key) {
+                true => Ok(None),
+                false => self.storage.lookup(key, &segments),
+            })
+            .collect()
     }
 
     /// Bytes staged but not yet written.
@@ -242,22 +277,24 @@ impl<'s> WriterGuard<'s> {
         );
         let mut newest = self.storage.committed_version.load(Ordering::Relaxed);
         for item in staged {
-            if item.tombstone {
-                if let Some(old) = index.remove(item.key, &*segments) {
-                    assert!(
-                        old.version < item.entry.version,
-                        "a tombstone must be newer than what it deletes"
-                    );
-                }
-            } else {
-                index.insert(item.key, item.entry, &*segments);
-            }
+            // Tombstones are entries too: a delete shadows older values in
+            // sealed segments that lookups search when the key is not hot.
+            index.upsert(item.key, item.entry, &*segments);
             newest = newest.max(item.entry.version);
         }
         self.storage
             .committed_version
             .store(newest, Ordering::Release);
         seq.fetch_add(1, Ordering::SeqCst);
+        account_space(&segments, staged);
+        let delta = std::mem::take(&mut self.writer.pending_live_delta);
+        let live = &self.storage.live_keys;
+        let now = live.load(Ordering::Relaxed).checked_add_signed(delta);
+        live.store(
+            now.expect("the live key count stays in range"),
+            Ordering::Relaxed,
+        );
+        self.writer.group.clear();
     }
 
     /// Fsyncs the active segment if anything is unsynced.
@@ -334,22 +371,30 @@ impl<'s> WriterGuard<'s> {
         let storage = self.storage;
         let writer = &mut *self.writer;
         writer.active.seal(&storage.dir)?;
-        let sealed_len = writer.active.write_pos();
-        let next_id = writer
-            .active
-            .id()
-            .checked_add(1)
-            .ok_or(Error::Unsupported("segment ids exhausted"))?;
+        let sealed_id = writer.active.id();
+        let next_id = storage.allocate_segment_id()?;
         let next = ActiveSegment::create(&storage.dir, next_id, writer.preallocate_bytes)?;
         let map = MappedSegment::map(next.file(), next_id, storage.config.active_map_bytes())?;
-        storage
-            .segments
-            .write()
-            .expect("segment table lock poisoned")
-            .insert(next_id, Arc::new(map));
-        storage
-            .sealed_bytes
-            .fetch_add(sealed_len, Ordering::Relaxed);
+        let header = SegmentHeader {
+            id: next_id,
+            rank: next_id,
+            compacted: false,
+        };
+        // The sealed segment's own map ends where the file ends now.
+        let sealed_map = MappedSegment::map(writer.active.file(), sealed_id, 0)?;
+        let live_after = storage
+            .live_keys
+            .load(Ordering::Relaxed)
+            .checked_add_signed(writer.pending_live_delta)
+            .expect("the live key count stays in range");
+        {
+            let mut segments = storage
+                .segments
+                .write()
+                .expect("segment table lock poisoned");
+            segments.insert(Arc::new(Segment::new(map, header)));
+            segments.replace_map(sealed_id, sealed_map, live_after);
+        }
         storage
             .active_bytes
             .store(next.write_pos(), Ordering::Relaxed);
@@ -359,13 +404,20 @@ impl<'s> WriterGuard<'s> {
             "segment rolled"
         );
         writer.active = next;
-        Ok(())
+        storage.active_id.store(next_id, Ordering::SeqCst);
+        storage.after_seal()
     }
 }
 
 /// Offsets and lengths fit u32: segments are capped below 4 GiB by config validation.
 fn to_u32(value: u64) -> u32 {
     u32::try_from(value).expect("segment offsets fit in u32 (config caps segment size)")
+}
+
+fn account_space(segments: &super::SegmentTable, staged: &[Staged<'_>]) {
+    for item in staged {
+        segments.account_replacement(&item.entry, item.replaces);
+    }
 }
 
 /// See [`Storage::sync_in_background`].
@@ -428,16 +480,16 @@ mod tests {
             .stage_command(1, &[(b"a", Some(b"1")), (b"b", None)], &mut staged)
             .unwrap();
         assert_eq!((staged[0].entry.version, staged[1].entry.version), (1, 2));
-        assert!(staged[1].tombstone);
+        assert!(staged[1].entry.tombstone);
         assert!(writer.staged_bytes() > 0);
         writer.write_staged(false).unwrap();
         assert_eq!(
-            storage.version_of(b"a"),
+            storage.version_of(b"a").unwrap(),
             None,
             "written but not yet published"
         );
         writer.publish(&staged);
-        assert_eq!(storage.version_of(b"a"), Some(1));
+        assert_eq!(storage.version_of(b"a").unwrap(), Some(1));
         assert_eq!(writer.next_version(), 3);
     }
 

@@ -124,10 +124,16 @@ impl HostNamespace for KvView<'_> {
 
     fn exists(&mut self, handle: Resource<NamespaceHandle>, key: Vec<u8>) -> Res<bool> {
         let ns = self.namespace(&handle)?;
-        Ok(ns
-            .key(&key, "key")
-            .map(|key| self.kv.engine.read().contains(&key))
-            .map_err(WitError::from))
+        let key = match ns.key(&key, "key") {
+            Ok(key) => key,
+            Err(err) => return Ok(Err(err.into())),
+        };
+        Ok(self
+            .kv
+            .engine
+            .read()
+            .contains(&key)
+            .map_err(|err| self.storage_error(err, ns)))
     }
 
     fn set(&mut self, handle: Resource<NamespaceHandle>, key: Vec<u8>, value: Vec<u8>) -> Res<u64> {
@@ -193,11 +199,15 @@ impl HostNamespace for KvView<'_> {
             page_size
         } as usize;
         // One more than asked tells whether another page follows.
-        let mut keys = self
+        let listed = self
             .kv
             .engine
             .read()
             .keys_with_prefix(&prefix, Some(&after), page_size + 1);
+        let mut keys = match listed {
+            Ok(keys) => keys,
+            Err(err) => return Ok(Err(self.storage_error(err, ns))),
+        };
         let more = keys.len() > page_size;
         keys.truncate(page_size);
         let keys: Vec<Vec<u8>> = keys.iter().map(|k| ns.relative(k).to_vec()).collect();

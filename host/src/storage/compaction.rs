@@ -1,0 +1,514 @@
+//! Compaction: copies the live records of a run of sealed segments into new
+//! segments and swaps them in, without blocking reads or writes.
+//!
+//! The policy ([`plan_compaction`]) is a pure function of the segments'
+//! sizes and dead bytes. The worker ([`Storage::compact`]):
+//!
+//! 1. keeps each input record that is still its key's newest (a tombstone
+//!    only if a segment outside the run, not newer than it, may hold the key);
+//! 2. writes them, in version order, to new segments with fresh ids, the
+//!    run's highest rank and the compacted flag (temporary name, fsync,
+//!    rename, directory fsync), ending with a marker that carries the run's
+//!    highest version and log index, and writes their metadata;
+//! 3. marks the inputs retiring (lookups stop copying their entries into the
+//!    hot index), adds the outputs to the segment table, and redirects each
+//!    hot entry that still points at a copied record (a write since then
+//!    wins); entries of dropped tombstones are removed;
+//! 4. fsyncs the active segment (a record was dropped because a newer one
+//!    exists: that one must be durable first), removes the inputs from the
+//!    table, and deletes their files oldest first, fsyncing the directory
+//!    after each. A reader still holding an input's map keeps reading it:
+//!    the file's space is freed when the last map goes.
+//!
+//! Crash safety comes from the order: until the renames, the outputs are
+//! temporary files that open removes; afterwards every key's newest record
+//! exists in the outputs or in a remaining input, and the inputs that
+//! remain are the newest ones, so a tombstone that was dropped can only
+//! have shadowed records in inputs already deleted.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::Storage;
+use super::segments::{Segment, SegmentTable};
+use crate::error::{Error, IoContext, Result};
+use crate::fault::IoOp;
+use crate::index::{IndexEntry, KeySource};
+use crate::log_segment::{
+    MappedSegment, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader, encode_header, encode_marker,
+    encode_record, segment_file_name,
+};
+use crate::metrics::{Counter, MetricsHook};
+use crate::segment_meta::{key_hash, meta_file_name};
+
+/// A sealed segment as the policy sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SegmentUsage {
+    pub id: u32,
+    pub rank: u32,
+    pub bytes: u64,
+    pub dead_bytes: u64,
+}
+
+/// Segments to compact together: consecutive in rank order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompactionPlan {
+    pub inputs: Vec<u32>,
+}
+
+/// Picks the run of consecutive sealed segments (`sealed` sorted by rank)
+/// that reclaims the most bytes, among runs of at most `max_input_bytes`
+/// (or a single segment) whose dead fraction is at least `dead_ratio`.
+/// `None` if no run qualifies. Pure: no I/O, no clock.
+pub fn plan_compaction(
+    sealed: &[SegmentUsage],
+    dead_ratio: f64,
+    max_input_bytes: u64,
+) -> Option<CompactionPlan> {
+    let mut best: Option<(u64, usize, usize)> = None;
+    for start in 0..sealed.len() {
+        let (mut bytes, mut dead) = (0u64, 0u64);
+        for (end, segment) in sealed.iter().enumerate().skip(start) {
+            bytes += segment.bytes;
+            dead += segment.dead_bytes;
+            if end > start && bytes > max_input_bytes {
+                break;
+            }
+            let qualifies = dead > 0 && dead as f64 >= dead_ratio * bytes as f64;
+            if qualifies && best.is_none_or(|(most, _, _)| dead > most) {
+                best = Some((dead, start, end));
+            }
+        }
+    }
+    best.map(|(_, start, end)| CompactionPlan {
+        inputs: sealed[start..=end].iter().map(|s| s.id).collect(),
+    })
+}
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CompactionReport {
+    pub inputs: Vec<u32>,
+    pub outputs: Vec<u32>,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub records_kept: u64,
+    pub tombstones_dropped: u64,
+}
+
+/// A tombstone compaction drops: its key and its entry.
+type Dropped = (Vec<u8>, IndexEntry);
+
+/// A record to copy: where it is now and what it is.
+struct Kept {
+    from: IndexEntry,
+    key_range: (usize, usize),
+    value_range: (usize, usize),
+    log_index: u64,
+    input: usize,
+}
+
+impl Storage {
+    /// Compacts every sealed segment (on demand: `hightower compact`).
+    pub fn compact_all(&self) -> Result<CompactionReport> {
+        let _guard = self.maintenance.lock().expect("maintenance lock poisoned");
+        self.build_pending_metas_locked()?;
+        let inputs: Vec<u32> = self.segment_usage().iter().map(|u| u.id).collect();
+        if inputs.is_empty() {
+            return Ok(CompactionReport::default());
+        }
+        self.compact_locked(&CompactionPlan { inputs })
+    }
+
+    /// Runs one compaction plan (the maintenance lock is held).
+    pub(super) fn compact_locked(&self, plan: &CompactionPlan) -> Result<CompactionReport> {
+        let inputs = self.inputs_of(plan)?;
+        let run_rank = inputs
+            .iter()
+            .map(|s| s.header.rank)
+            .max()
+            .expect("a plan has inputs");
+        let kept = self.live_records(&inputs, run_rank)?;
+        let (outputs, tombstones_dropped) =
+            (self.write_outputs(&inputs, &kept.0, run_rank), kept.1);
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
+            Err(err) => {
+                self.remove_unswapped_outputs();
+                return Err(err);
+            }
+        };
+        let report = CompactionReport {
+            inputs: plan.inputs.clone(),
+            outputs: outputs.iter().map(|(s, _)| s.id()).collect(),
+            input_bytes: inputs.iter().map(|s| s.len()).sum(),
+            output_bytes: outputs.iter().map(|(s, _)| s.len()).sum(),
+            records_kept: kept.0.len() as u64,
+            tombstones_dropped: tombstones_dropped.len() as u64,
+        };
+        self.swap_in(&inputs, &outputs, &kept.0, &tombstones_dropped)?;
+        self.metrics.add(Counter::Compactions, 1);
+        self.metrics.add(
+            Counter::CompactionBytesReclaimed,
+            report.input_bytes.saturating_sub(report.output_bytes),
+        );
+        tracing::info!(
+            inputs = ?report.inputs,
+            outputs = ?report.outputs,
+            input_bytes = report.input_bytes,
+            output_bytes = report.output_bytes,
+            "compaction done"
+        );
+        Ok(report)
+    }
+
+    fn inputs_of(&self, plan: &CompactionPlan) -> Result<Vec<Arc<Segment>>> {
+        let segments = self.segments();
+        let mut inputs = Vec::with_capacity(plan.inputs.len());
+        for &id in &plan.inputs {
+            let segment = segments
+                .get(id)
+                .filter(|s| s.meta().is_some() && id != self.active_segment_id())
+                .ok_or(Error::Unsupported(
+                    "a compaction input is not a sealed segment with metadata",
+                ))?;
+            inputs.push(segment.clone());
+        }
+        inputs.sort_by_key(|s| (s.header.rank, s.id()));
+        Ok(inputs)
+    }
+
+    /// The records of `inputs` that are their key's newest, in version
+    /// order, and the tombstones that can go (no segment outside the run
+    /// and not newer than it may hold their key).
+    fn live_records(
+        &self,
+        inputs: &[Arc<Segment>],
+        run_rank: u32,
+    ) -> Result<(Vec<Kept>, Vec<Dropped>)> {
+        let input_ids: Vec<u32> = inputs.iter().map(|s| s.id()).collect();
+        let table = self.segments().clone();
+        let older_unsearchable = table.iter().any(|s| {
+            !input_ids.contains(&s.id())
+                && s.meta().is_none()
+                && s.header.rank <= run_rank
+                && s.id() != self.active_segment_id()
+        });
+        let mut kept = Vec::new();
+        let mut dropped = Vec::new();
+        for (input, segment) in inputs.iter().enumerate() {
+            let meta = segment.meta().expect("inputs have metadata");
+            for found in meta.entries() {
+                let found = found?;
+                let newest = self.newest_record(found.key, &table)?;
+                let Some(newest) =
+                    newest.filter(|n| n.segment_id == segment.id() && n.offset == found.offset)
+                else {
+                    continue;
+                };
+                if newest.tombstone
+                    && !older_unsearchable
+                    && !held_outside(&table, &input_ids, run_rank, found.key)?
+                {
+                    dropped.push((found.key.to_vec(), newest));
+                    continue;
+                }
+                let record = segment
+                    .map
+                    .read(found.offset, found.len, found.key, found.version)?;
+                let key_start = found.offset as usize + crate::log_segment::RECORD_HEADER_LEN;
+                let value_start = key_start + record.key.len();
+                kept.push(Kept {
+                    from: newest,
+                    key_range: (key_start, value_start),
+                    value_range: (value_start, value_start + record.value.len()),
+                    log_index: record.log_index,
+                    input,
+                });
+            }
+        }
+        kept.sort_unstable_by_key(|k| k.from.version);
+        Ok((kept, dropped))
+    }
+
+    /// Writes the outputs; returns each with the new entry of every record.
+    fn write_outputs(
+        &self,
+        inputs: &[Arc<Segment>],
+        kept: &[Kept],
+        run_rank: u32,
+    ) -> Result<Vec<(Arc<Segment>, Vec<IndexEntry>)>> {
+        let max_version = inputs
+            .iter()
+            .map(|s| s.meta().unwrap().header().max_version)
+            .max()
+            .unwrap_or(0);
+        let max_log_index = inputs
+            .iter()
+            .map(|s| s.meta().unwrap().header().max_log_index)
+            .max()
+            .unwrap_or(0);
+        let mut outputs = Vec::new();
+        let mut pending = OutputBuilder::default();
+        for record in kept {
+            let bytes = inputs[record.input].map.bytes();
+            let key = &bytes[record.key_range.0..record.key_range.1];
+            let value = (!record.from.tombstone)
+                .then(|| &bytes[record.value_range.0..record.value_range.1]);
+            let len =
+                crate::log_segment::encoded_record_len(key.len(), value.map_or(0, <[u8]>::len))
+                    as u64;
+            if !pending.is_empty()
+                && pending.bytes.len() as u64 + len > self.config.segment_size_bytes
+            {
+                outputs.push(self.finish_output(std::mem::take(&mut pending), run_rank, None)?);
+            }
+            pending.push(record, key, value);
+        }
+        // The last output carries the run's counters, so they survive even
+        // if its newest records were dropped.
+        outputs.push(self.finish_output(pending, run_rank, Some((max_version, max_log_index)))?);
+        Ok(outputs)
+    }
+
+    fn finish_output(
+        &self,
+        mut output: OutputBuilder,
+        run_rank: u32,
+        marker: Option<(u64, u64)>,
+    ) -> Result<(Arc<Segment>, Vec<IndexEntry>)> {
+        if let Some((version, log_index)) = marker.filter(|&(version, _)| version > 0) {
+            encode_marker(&mut output.bytes, version, log_index);
+        }
+        let id = self.allocate_segment_id()?;
+        let header = SegmentHeader {
+            id,
+            rank: run_rank,
+            compacted: true,
+        };
+        output.bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&encode_header(header));
+        let name = segment_file_name(id);
+        let temp = format!("{name}.tmp");
+        let dir = &self.dir;
+        let file = dir.create_new(&temp)?;
+        dir.faults()
+            .check(IoOp::Write, &temp)
+            .context(|| format!("write {temp}"))?;
+        std::os::unix::fs::FileExt::write_all_at(&file, &output.bytes, 0)
+            .context(|| format!("write {temp}"))?;
+        dir.faults()
+            .check(IoOp::SyncFile, &temp)
+            .context(|| format!("fsync {temp}"))?;
+        file.sync_all().context(|| format!("fsync {temp}"))?;
+        dir.rename(&temp, &name)?;
+        dir.sync()?;
+        let map = MappedSegment::map(&file, id, 0)?;
+        let segment = Segment::new(map, header);
+        // Writing the metadata scans the output: every record is checked
+        // once more before anything points at it.
+        let meta = super::maintenance::write_meta(self, &segment)?;
+        let entries = output
+            .placed
+            .iter()
+            .map(|&(offset, len, from)| IndexEntry {
+                segment_id: id,
+                offset,
+                len,
+                ..from
+            })
+            .collect();
+        let tombstone_bytes = meta.header().tombstone_bytes;
+        let map = MappedSegment::map(&file, id, 0)?;
+        let segment = Arc::new(Segment::with_meta(map, header, Arc::new(meta)));
+        segment.dead_bytes.store(
+            segment.len() - SEGMENT_HEADER_LEN as u64 - (output.record_bytes - tombstone_bytes),
+            Ordering::Relaxed,
+        );
+        segment.audited.store(true, Ordering::Relaxed);
+        Ok((segment, entries))
+    }
+
+    /// After a failed compaction: removes output files not yet in the table.
+    fn remove_unswapped_outputs(&self) {
+        let in_table: Vec<u32> = self.segments().iter().map(|s| s.id()).collect();
+        for id in self.dir.segment_ids().unwrap_or_default() {
+            if in_table.contains(&id) {
+                continue;
+            }
+            let _ = self.dir.remove(&meta_file_name(id));
+            let _ = self.dir.remove(&segment_file_name(id));
+        }
+        for name in self.dir.file_names().unwrap_or_default() {
+            if name.ends_with(".log.tmp") || name.ends_with(".meta.tmp") {
+                let _ = self.dir.remove(&name);
+            }
+        }
+        let _ = self.dir.sync();
+    }
+
+    fn swap_in(
+        &self,
+        inputs: &[Arc<Segment>],
+        outputs: &[(Arc<Segment>, Vec<IndexEntry>)],
+        kept: &[Kept],
+        dropped: &[Dropped],
+    ) -> Result<()> {
+        for input in inputs {
+            input.retiring.store(true, Ordering::SeqCst);
+        }
+        {
+            let mut table = self.segments.write().expect("segment table lock poisoned");
+            for (segment, _) in outputs {
+                table.insert(segment.clone());
+            }
+        }
+        let moved = outputs.iter().flat_map(|(_, entries)| entries.iter());
+        {
+            let table = self.segments();
+            for (record, to) in kept.iter().zip(moved) {
+                let key = table.key_of(to).expect("the output holds the key");
+                self.index.redirect(key, &record.from, *to, &*table);
+            }
+            for (key, entry) in dropped {
+                self.index.remove_if(key, entry, &*table);
+            }
+        }
+        self.flush()?;
+        {
+            let mut table = self.segments.write().expect("segment table lock poisoned");
+            for input in inputs {
+                table.remove(input.id());
+            }
+        }
+        for input in inputs {
+            self.dir.remove(&segment_file_name(input.id()))?;
+            self.dir.sync()?;
+            self.dir.remove(&meta_file_name(input.id()))?;
+        }
+        self.dir.sync()
+    }
+}
+
+/// Does any cold segment outside the run, not newer than it, hold `key`?
+fn held_outside(table: &SegmentTable, inputs: &[u32], run_rank: u32, key: &[u8]) -> Result<bool> {
+    let hash = key_hash(key);
+    for segment in table.cold() {
+        if inputs.contains(&segment.id()) || segment.header.rank > run_rank {
+            continue;
+        }
+        let meta = segment.meta().expect("cold segments have metadata");
+        if meta.find(key, hash)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// One output segment being assembled in memory.
+struct OutputBuilder {
+    bytes: Vec<u8>,
+    /// (offset, len, the record's old entry) per record.
+    placed: Vec<(u32, u32, IndexEntry)>,
+    record_bytes: u64,
+}
+
+impl Default for OutputBuilder {
+    fn default() -> Self {
+        OutputBuilder {
+            bytes: vec![0; SEGMENT_HEADER_LEN],
+            placed: Vec::new(),
+            record_bytes: 0,
+        }
+    }
+}
+
+impl OutputBuilder {
+    fn is_empty(&self) -> bool {
+        self.placed.is_empty()
+    }
+
+    fn push(&mut self, record: &Kept, key: &[u8], value: Option<&[u8]>) {
+        let offset = self.bytes.len() as u32;
+        // Each record becomes a command of its own: batches are long
+        // committed, and a copy of a batch's middle record must not look
+        // like a torn batch to the scanner.
+        let len = encode_record(
+            &mut self.bytes,
+            &RecordSpec {
+                version: record.from.version,
+                log_index: record.log_index,
+                key,
+                value,
+                start_of_command: true,
+                end_of_command: true,
+            },
+        ) as u32;
+        assert_eq!(len, record.from.len, "a copied record keeps its length");
+        self.placed.push((offset, len, record.from));
+        self.record_bytes += u64::from(len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(id: u32, bytes: u64, dead_bytes: u64) -> SegmentUsage {
+        SegmentUsage {
+            id,
+            rank: id,
+            bytes,
+            dead_bytes,
+        }
+    }
+
+    #[test]
+    fn nothing_qualifies_below_the_threshold() {
+        let sealed = [usage(1, 100, 10), usage(2, 100, 40)];
+        assert_eq!(plan_compaction(&sealed, 0.5, 1000), None);
+        assert_eq!(plan_compaction(&[], 0.5, 1000), None);
+    }
+
+    #[test]
+    fn the_run_that_reclaims_most_is_chosen() {
+        let sealed = [
+            usage(1, 100, 90),
+            usage(2, 100, 80),
+            usage(3, 100, 0),
+            usage(4, 100, 60),
+        ];
+        assert_eq!(
+            plan_compaction(&sealed, 0.5, 1000),
+            Some(CompactionPlan {
+                inputs: vec![1, 2, 3, 4]
+            }),
+            "230 of 400 bytes dead"
+        );
+        assert_eq!(
+            plan_compaction(&sealed, 0.5, 250),
+            Some(CompactionPlan { inputs: vec![1, 2] }),
+            "the input cap limits the run"
+        );
+        assert_eq!(
+            plan_compaction(&sealed, 0.8, 1000),
+            Some(CompactionPlan { inputs: vec![1, 2] }),
+        );
+    }
+
+    #[test]
+    fn a_single_segment_over_the_cap_may_still_be_compacted() {
+        let sealed = [usage(7, 5000, 4000)];
+        assert_eq!(
+            plan_compaction(&sealed, 0.5, 1000),
+            Some(CompactionPlan { inputs: vec![7] })
+        );
+    }
+
+    #[test]
+    fn segments_without_dead_bytes_are_left_alone() {
+        let sealed = [usage(1, 100, 0), usage(2, 100, 0)];
+        assert_eq!(plan_compaction(&sealed, 0.01, 1000), None);
+    }
+}
