@@ -50,12 +50,36 @@ const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 mod rng;
 use rng::Rng;
 
+/// Small segments, a small hot index and eager background compaction, so
+/// kills land in metadata writes and compactions as well as in appends.
 fn config(dir: &Path, sync: SyncMode) -> Config {
     Config {
         sync,
         segment_size_bytes: 16 << 10,
+        hot_index_max_entries: 256,
+        compaction_dead_ratio: 0.1,
+        maintenance_interval_ms: 2,
         ..Config::new(dir)
     }
+}
+
+/// Compaction outputs present in the directory (header flag bit 0).
+fn compacted_segments(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    name.starts_with("seg-") && name.ends_with(".log")
+                })
+                .filter(|e| {
+                    std::fs::read(e.path())
+                        .is_ok_and(|bytes| bytes.len() >= 16 && bytes[12] & 1 == 1)
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------
@@ -523,6 +547,8 @@ struct Totals {
     unacknowledged_batches: usize,
     torn_tail_bytes: u64,
     killed_while_opening: usize,
+    /// Iterations after which compaction outputs were on disk.
+    with_compacted_segments: usize,
 }
 
 fn crash_iterations(sync: SyncMode, iterations: u64) {
@@ -553,6 +579,7 @@ fn crash_iterations(sync: SyncMode, iterations: u64) {
         let lines = run_child(&dir, sync, iteration, child_seed, kill);
         let context = format!("seed {seed}, iteration {iteration}, {sync:?}, {kill:?}");
         let reports = parse_reports(&lines);
+        totals.with_compacted_segments += usize::from(compacted_segments(&dir) > 0);
         if !lines.iter().any(|line| line == "ready") {
             totals.killed_while_opening += 1;
         }
@@ -596,6 +623,10 @@ fn crash_iterations(sync: SyncMode, iterations: u64) {
     assert!(
         totals.puts >= iterations as usize && totals.batches > 0 && totals.deletes > 0,
         "seed {seed}: the children wrote too little to test anything: {totals:?}"
+    );
+    assert!(
+        totals.with_compacted_segments > 0,
+        "seed {seed}: no compaction ever ran: {totals:?}"
     );
 }
 

@@ -8,9 +8,7 @@ use std::fs::File;
 
 use memmap2::{Mmap, MmapOptions};
 
-use super::format::{
-    Decoded, RECORD_HEADER_LEN, Record, RecordKind, decode_record, segment_file_name,
-};
+use super::format::{Decoded, RECORD_HEADER_LEN, Record, decode_record, segment_file_name};
 use crate::error::{Corruption, Error, IoContext, Result};
 
 pub struct MappedSegment {
@@ -60,7 +58,8 @@ impl MappedSegment {
         record.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len)
     }
 
-    /// Reads and verifies the record a hot-index entry points at.
+    /// Reads and verifies the record an index entry points at (a put, or a
+    /// tombstone when compaction copies it).
     pub fn read(&self, offset: u32, len: u32, key: &[u8], version: u64) -> Result<Record<'_>> {
         let (start, end) = (offset as usize, offset as usize + len as usize);
         let corrupt = |reason: String| {
@@ -80,7 +79,6 @@ impl MappedSegment {
             Decoded::Record(record)
                 if record.len == len as usize && record.key == key && record.version == version =>
             {
-                debug_assert_eq!(record.kind, RecordKind::Put);
                 Ok(record)
             }
             Decoded::Record(_) => Err(corrupt("record does not match its index entry".into())),

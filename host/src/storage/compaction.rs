@@ -113,7 +113,7 @@ struct Kept {
 impl Storage {
     /// Compacts every sealed segment (on demand: `hightower compact`).
     pub fn compact_all(&self) -> Result<CompactionReport> {
-        let _guard = self.maintenance.lock().expect("maintenance lock poisoned");
+        let _guard = self.maintenance_lock();
         self.build_pending_metas_locked()?;
         let inputs: Vec<u32> = self.segment_usage().iter().map(|u| u.id).collect();
         if inputs.is_empty() {

@@ -24,6 +24,14 @@ impl Storage {
         Ok(id)
     }
 
+    /// The lock guards no data, only turns: a panic in one round must not
+    /// stop every later one.
+    pub(super) fn maintenance_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.maintenance
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub(super) fn active_segment_id(&self) -> u32 {
         self.active_id.load(Ordering::SeqCst)
     }
@@ -46,7 +54,7 @@ impl Storage {
     /// One round of background maintenance. Errors are logged; the next
     /// round retries.
     pub fn maintain(&self) {
-        let _guard = self.maintenance.lock().expect("maintenance lock poisoned");
+        let _guard = self.maintenance_lock();
         if let Err(err) = self.build_pending_metas_locked() {
             tracing::error!(error = %err, "writing segment metadata failed; its keys stay in memory");
             return;
@@ -74,7 +82,7 @@ impl Storage {
     /// Writes metadata for every sealed segment that has none (oldest
     /// first). Returns how many it wrote.
     pub fn build_pending_metas(&self) -> Result<usize> {
-        let _guard = self.maintenance.lock().expect("maintenance lock poisoned");
+        let _guard = self.maintenance_lock();
         self.build_pending_metas_locked()
     }
 
