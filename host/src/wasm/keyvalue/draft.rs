@@ -5,7 +5,7 @@
 
 use wasmtime::component::Resource;
 
-use super::{KeyValueView, KvError, ManyValues};
+use super::{Counter, KeyValueView, KvError, ManyValues};
 
 /// Host-side type of a bucket: its representation is the index of the
 /// namespace in the component's grants (nothing is allocated per handle).
@@ -95,12 +95,7 @@ impl store::HostBucket for KeyValueView<'_> {
 
 impl atomics::Host for KeyValueView<'_> {
     fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> Res<u64> {
-        let result = self.increment_counter(
-            bucket.rep(),
-            &key,
-            i128::from(delta),
-            (0, i128::from(u64::MAX)),
-        );
+        let result = self.increment_counter(bucket.rep(), &key, i128::from(delta), Counter::U64);
         convert(result.map(|r| r.map(|n| n as u64)))
     }
 }

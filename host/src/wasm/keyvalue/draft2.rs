@@ -6,7 +6,7 @@
 use wasmtime::component::Resource;
 
 pub use super::CasHandle;
-use super::{KeyValueView, KvError, ManyValues};
+use super::{Counter, KeyValueView, KvError, ManyValues};
 
 /// Host-side type of a bucket: its representation is the index of the
 /// namespace in the component's grants (nothing is allocated per handle).
@@ -120,12 +120,7 @@ impl atomics::HostCas for KeyValueView<'_> {
 
 impl atomics::Host for KeyValueView<'_> {
     fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Res<i64> {
-        let result = self.increment_counter(
-            bucket.rep(),
-            &key,
-            i128::from(delta),
-            (i128::from(i64::MIN), i128::from(i64::MAX)),
-        );
+        let result = self.increment_counter(bucket.rep(), &key, i128::from(delta), Counter::S64);
         convert(result.map(|r| r.map(|n| n as i64)))
     }
 

@@ -168,6 +168,22 @@ fn parse_counter(value: &[u8]) -> Option<i128> {
     text.parse().ok()
 }
 
+/// The integer type of a draft's `increment`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Counter {
+    U64,
+    S64,
+}
+
+impl Counter {
+    fn range(self) -> (&'static str, std::ops::RangeInclusive<i128>) {
+        match self {
+            Counter::U64 => ("u64", 0..=i128::from(u64::MAX)),
+            Counter::S64 => ("s64", i128::from(i64::MIN)..=i128::from(i64::MAX)),
+        }
+    }
+}
+
 /// One page of `list-keys`: the keys (those that are UTF-8) and, when more
 /// may follow, the last key scanned (the next page starts after it).
 pub(crate) struct Page {
@@ -382,7 +398,7 @@ impl KeyValueView<'_> {
     }
 
     /// Adds `delta` to the counter at `key`, stored as ASCII decimal; an
-    /// absent key counts as 0. The result must lie in `min..=max` (the
+    /// absent key counts as 0. Old and new value must be `counter`s (the
     /// draft's integer type). Read, then write guarded by the version read;
     /// retried if another write came between.
     pub(crate) fn increment_counter(
@@ -390,10 +406,10 @@ impl KeyValueView<'_> {
         bucket: u32,
         key: &str,
         delta: i128,
-        (min, max): (i128, i128),
+        counter: Counter,
     ) -> wasmtime::Result<KvResult<i128>> {
         let ns = self.bucket(bucket)?;
-        Ok(self.increment_in(ns, key, delta, min, max))
+        Ok(self.increment_in(ns, key, delta, counter))
     }
 
     fn increment_in(
@@ -401,9 +417,9 @@ impl KeyValueView<'_> {
         ns: &Namespace,
         key: &str,
         delta: i128,
-        min: i128,
-        max: i128,
+        counter: Counter,
     ) -> KvResult<i128> {
+        let (name, range) = counter.range();
         let stored = ns.key(key.as_bytes(), "key").map_err(key_error)?;
         for _ in 0..INCREMENT_ATTEMPTS {
             let (current, condition) = match self.read(ns, key)? {
@@ -414,11 +430,10 @@ impl KeyValueView<'_> {
                     },
                 ),
                 Some((value, version)) => {
-                    let Some(current) = parse_counter(&value).filter(|n| (min..=max).contains(n))
-                    else {
+                    let Some(current) = parse_counter(&value).filter(|n| range.contains(n)) else {
                         return Err(other(format!(
-                            "increment: the value of {key:?} is not a number in {min}..={max} \
-                             written as ASCII decimal"
+                            "increment: the value of {key:?} is not a number (counters are \
+                             {name} values in ASCII decimal)"
                         )));
                     };
                     (
@@ -431,9 +446,9 @@ impl KeyValueView<'_> {
                 }
             };
             let new = current + delta;
-            if !(min..=max).contains(&new) {
+            if !range.contains(&new) {
                 return Err(other(format!(
-                    "increment: {current} + {delta} is out of range ({min}..={max})"
+                    "increment: {current} + {delta} is out of range for {name}"
                 )));
             }
             let op = Op::Set {
