@@ -27,6 +27,7 @@ const GUESTS: &[&str] = &[
     "panicky",
     "oversize",
     "kv-cli",
+    "keyvalue-suite",
 ];
 
 fn main() {

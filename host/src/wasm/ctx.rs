@@ -10,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings;
 use super::config::SandboxConfig;
+use super::keyvalue::{self, KeyValueState};
 use super::limiter::SandboxLimiter;
 use super::namespace::Grants;
 use crate::engine::KvEngine;
@@ -20,6 +21,8 @@ pub(crate) struct Ctx {
     pub table: ResourceTable,
     pub limiter: SandboxLimiter,
     pub kv: KvCtx,
+    /// `wasi:keyvalue` state: list cursors, open `cas` handles.
+    pub keyvalue: KeyValueState,
 }
 
 /// What the `hightower:kv/store` functions need: the engine and the grants.
@@ -50,10 +53,12 @@ impl WasiView for Ctx {
 }
 
 /// Links everything a component may import: WASI p2 (synchronous bindings,
-/// with what each instance's `WasiCtx` allows) and `hightower:kv/store`.
+/// with what each instance's `WasiCtx` allows), `hightower:kv/store`, and
+/// `wasi:keyvalue` in both drafts (on the same namespaces).
 pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     bindings::Extension::add_to_linker::<Ctx, KvStore>(linker, |ctx| KvView { kv: &ctx.kv })?;
+    keyvalue::add_to_linker(linker)?;
     Ok(())
 }
 
@@ -95,6 +100,7 @@ pub(crate) fn new_store(
             table: ResourceTable::new(),
             limiter,
             kv,
+            keyvalue: KeyValueState::default(),
         },
     );
     store.limiter(|ctx| &mut ctx.limiter);

@@ -13,6 +13,8 @@
 //! - `run.rs`: [`WasmRuntime::run_command`] for `hightower run`.
 //! - `host.rs`: the store's host functions; `ctx.rs`: what a `Store` holds,
 //!   the WASI it gets and the one `add_to_linker`; `bindings.rs`: `bindgen!`.
+//! - [`keyvalue`]: the standard `wasi:keyvalue` interfaces, both drafts,
+//!   over the same namespaces (buckets).
 //! - `cache.rs`: compiled components in `<data_dir>/wasm-cache/`.
 //! - `guest_log.rs`: guest stdout/stderr to `tracing`.
 
@@ -24,6 +26,7 @@ pub mod error;
 mod extension;
 pub mod guest_log;
 mod host;
+pub mod keyvalue;
 pub mod limiter;
 pub mod namespace;
 mod run;
