@@ -264,10 +264,16 @@ impl KeyValueView<'_> {
 
     pub(crate) fn key_exists(&self, bucket: u32, key: &str) -> wasmtime::Result<KvResult<bool>> {
         let ns = self.bucket(bucket)?;
-        Ok(ns
-            .key(key.as_bytes(), "key")
-            .map(|stored| self.kv.engine.read().contains(&stored))
-            .map_err(key_error))
+        let stored = match ns.key(key.as_bytes(), "key") {
+            Ok(stored) => stored,
+            Err(err) => return Ok(Err(key_error(err))),
+        };
+        Ok(self
+            .kv
+            .engine
+            .read()
+            .contains(&stored)
+            .map_err(|err| self.storage_error(err, ns)))
     }
 
     /// Applies a batch the caller has checked; `Ok(false)` if a condition
@@ -341,11 +347,15 @@ impl KeyValueView<'_> {
             None => ns.prefix().to_vec(),
         };
         let page_size = ns.limits().max_page_keys as usize;
-        let mut stored =
+        let listed =
             self.kv
                 .engine
                 .read()
                 .keys_with_prefix(ns.prefix(), Some(&after), page_size + 1);
+        let mut stored = match listed {
+            Ok(stored) => stored,
+            Err(err) => return Ok(Err(self.storage_error(err, ns))),
+        };
         let more = stored.len() > page_size;
         stored.truncate(page_size);
         let after = if more {
