@@ -1424,3 +1424,131 @@ fn snapshot_create_and_restore_round_trip() {
         "a failed restore leaves no directory behind"
     );
 }
+
+// ---------------------------------------------------------------------------
+// compact, inspect
+// ---------------------------------------------------------------------------
+
+fn big_value(i: usize, round: usize) -> String {
+    format!("{}-{round}-{}", value(i), "y".repeat(400))
+}
+
+#[test]
+fn compact_and_inspect_show_and_reclaim_dead_space() {
+    let store = Store::new();
+    let config = store.config(
+        "small-segments.toml",
+        "sync = \"os\"\nsegment_size_bytes = 4096\n",
+    );
+    // 20 keys written 3 times, then 5 deleted: most records are dead.
+    for round in 0..3 {
+        for i in 0..20 {
+            store
+                .run_with(&config, ["put", &key(i), &big_value(i, round)])
+                .code(OK);
+        }
+    }
+    for i in 0..5 {
+        store.run_with(&config, ["delete", &key(i)]).code(OK);
+    }
+    let before = json(store.run_with(&config, ["inspect", "--json"]).code(OK));
+    let segments = before.as_array().unwrap();
+    assert!(segments.len() >= 4, "{before}");
+    let sum = |list: &Vec<serde_json::Value>, field: &str| -> u64 {
+        list.iter().map(|s| s[field].as_u64().unwrap()).sum()
+    };
+    assert_eq!(
+        sum(segments, "live_records"),
+        15,
+        "one live record per remaining key"
+    );
+    assert_eq!(sum(segments, "records"), 65);
+    assert_eq!(
+        segments.iter().filter(|s| s["active"] == true).count(),
+        1,
+        "{before}"
+    );
+    assert!(
+        segments
+            .iter()
+            .filter(|s| s["active"] == false)
+            .all(|s| s["metadata_bytes"].as_u64().unwrap() > 0
+                && s["bloom_filter_bytes"].as_u64().unwrap() > 0),
+        "sealed segments have metadata: {before}"
+    );
+    let table = store.run_with(&config, ["inspect"]).code(OK).stdout_text();
+    assert!(table.starts_with("segment "), "{table}");
+    assert!(
+        table.contains(" sealed\n") && table.contains(" active\n"),
+        "{table}"
+    );
+
+    let out = store.run_with(&config, ["compact"]);
+    out.code(OK);
+    let text = out.stdout_text();
+    assert!(text.starts_with("compacted "), "{}", out.describe());
+    assert!(text.contains("tombstones dropped"), "{text}");
+
+    let after = json(store.run_with(&config, ["inspect", "--json"]).code(OK));
+    let after = after.as_array().unwrap();
+    assert_eq!(sum(after, "live_records"), 15, "{after:?}");
+    assert!(
+        sum(after, "bytes") < sum(segments, "bytes") / 2,
+        "space came back"
+    );
+    assert!(after.iter().any(|s| s["compacted"] == true), "{after:?}");
+    for i in 0..20 {
+        let out = store.run_with(&config, ["get", &key(i)]);
+        if i < 5 {
+            out.code(NOT_FOUND);
+        } else {
+            out.exactly(OK, big_value(i, 2).as_bytes(), "");
+        }
+    }
+
+    // One segment's records, with versions, oldest first.
+    let compacted = after.iter().find(|s| s["compacted"] == true).unwrap();
+    let id = compacted["id"].as_u64().unwrap().to_string();
+    let records = json(
+        store
+            .run_with(&config, ["inspect", "segment", &id, "--json"])
+            .code(OK),
+    );
+    let records = records.as_array().unwrap();
+    let versions: Vec<u64> = records
+        .iter()
+        .map(|r| r["version"].as_u64().unwrap())
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] <= w[1]), "{versions:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["kind"] == "put" || r["kind"] == "marker"),
+        "{records:?}"
+    );
+    let listing = store
+        .run_with(&config, ["inspect", "segment", &id])
+        .code(OK)
+        .stdout_text();
+    assert!(
+        listing.contains(" put ") && listing.contains("record(s)"),
+        "{listing}"
+    );
+
+    store
+        .run_with(&config, ["inspect", "segment", "999999"])
+        .fails(USAGE, &["no segment 999999", "seg-0000999999.log"]);
+    store
+        .run_with(&config, ["inspect", "segment", "x"])
+        .fails(USAGE, &["invalid value"]);
+}
+
+#[test]
+fn compact_on_a_store_without_sealed_segments_says_so() {
+    let store = Store::new();
+    store.run(["put", "k", "v"]).code(OK);
+    store
+        .run(["compact"])
+        .exactly(OK, b"nothing to compact: no sealed segment\n", "");
+    store.run(["get", "k"]).exactly(OK, b"v", "");
+}

@@ -81,6 +81,21 @@ enum CliCommand {
     /// Write or restore a snapshot: a checksummed image of the whole store.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Compact every sealed segment now: copy their live records into new
+    /// segments, drop overwritten records and tombstones no longer needed,
+    /// and delete the old files. Prints what it did.
+    Compact {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the segments with their sizes, records, live and dead bytes and
+    /// metadata; `inspect segment ID` lists one segment's records.
+    Inspect {
+        #[command(subcommand)]
+        what: Option<InspectCommand>,
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Open in salvage mode: keep every intact command of damaged segments,
     /// move the originals aside as *.corrupt, and report what was dropped.
     Salvage,
@@ -112,6 +127,13 @@ enum CliCommand {
     /// in the namespace `auth/`. Passwords and tokens are read from the
     /// terminal or stdin, never from arguments.
     Auth(auth_cli::AuthArgs),
+}
+
+#[derive(Subcommand)]
+enum InspectCommand {
+    /// List the records of segment ID (the number in seg-ID.log) with
+    /// their versions and whether each is still live.
+    Segment { id: u32 },
 }
 
 #[derive(Subcommand)]
@@ -234,6 +256,40 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
         }
         CliCommand::Verify { json } => return verify(&config, json),
+        CliCommand::Compact { json } => {
+            let engine = open_quiet(config)?;
+            let report = engine.compact()?;
+            engine.close()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serializes")
+                );
+            } else if report.inputs.is_empty() {
+                println!("nothing to compact: no sealed segment");
+            } else {
+                println!(
+                    "compacted {} segment(s) ({} bytes) into {} ({} bytes): {} records kept, {} tombstones dropped",
+                    report.inputs.len(),
+                    report.input_bytes,
+                    report.outputs.len(),
+                    report.output_bytes,
+                    report.records_kept,
+                    report.tombstones_dropped
+                );
+            }
+        }
+        CliCommand::Inspect { what, json } => {
+            let engine = open_quiet(config)?;
+            let storage = engine.state().storage();
+            match what {
+                None => print_segments(&storage.inspect_segments()?, json),
+                Some(InspectCommand::Segment { id }) => {
+                    print_records(&storage.inspect_records(id)?, json)
+                }
+            }
+            engine.close()?;
+        }
         CliCommand::Snapshot(SnapshotCommand::Create { file }) => {
             let engine = KvEngine::open(config)?;
             let info = create_snapshot_file(&engine, &file)?;
@@ -396,6 +452,86 @@ fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
         .map_err(|source| Error::io("write to stdout", source))
 }
 
+/// Opens without background threads: a one-shot command does its work
+/// itself, and the outcome does not depend on a thread's timing.
+fn open_quiet(config: Config) -> Result<KvEngine, Error> {
+    let options = hightower::EngineOptions {
+        background_threads: false,
+        ..hightower::EngineOptions::default()
+    };
+    KvEngine::open_with(config, options)
+}
+
+fn print_segments(segments: &[hightower::storage::SegmentInfo], json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(segments).expect("segments serialize")
+        );
+        return;
+    }
+    println!(
+        "{:<20} {:>6} {:>12} {:>9} {:>9} {:>12} {:>12} {:>10} {:>10}  kind",
+        "segment", "rank", "bytes", "records", "live", "live bytes", "dead bytes", "meta", "bloom"
+    );
+    for s in segments {
+        let kind = match (s.active, s.compacted) {
+            (true, _) => "active",
+            (false, true) => "compacted",
+            (false, false) => "sealed",
+        };
+        println!(
+            "{:<20} {:>6} {:>12} {:>9} {:>9} {:>12} {:>12} {:>10} {:>10}  {kind}",
+            s.file,
+            s.rank,
+            s.bytes,
+            s.records,
+            s.live_records,
+            s.live_bytes,
+            s.dead_bytes,
+            s.metadata_bytes,
+            s.bloom_filter_bytes
+        );
+    }
+    let total =
+        |f: fn(&hightower::storage::SegmentInfo) -> u64| segments.iter().map(f).sum::<u64>();
+    println!(
+        "{} segment(s), {} bytes, {} live bytes, {} dead bytes, {} metadata bytes",
+        segments.len(),
+        total(|s| s.bytes),
+        total(|s| s.live_bytes),
+        total(|s| s.dead_bytes),
+        total(|s| s.metadata_bytes)
+    );
+}
+
+fn print_records(records: &[hightower::storage::RecordInfo], json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(records).expect("records serialize")
+        );
+        return;
+    }
+    println!(
+        "{:>10} {:<9} {:>10} {:>10} {:>8} {:<4}  key",
+        "offset", "kind", "version", "log index", "value", "live"
+    );
+    for r in records {
+        println!(
+            "{:>10} {:<9} {:>10} {:>10} {:>8} {:<4}  {}",
+            r.offset,
+            r.kind,
+            r.version,
+            r.log_index,
+            r.value_bytes,
+            if r.live { "yes" } else { "no" },
+            display_key(&r.key)
+        );
+    }
+    println!("{} record(s)", records.len());
+}
+
 fn print_stats(stats: &hightower::Stats) {
     let s = &stats.storage;
     let m = &stats.metrics;
@@ -406,6 +542,17 @@ fn print_stats(stats: &hightower::Stats) {
     println!("disk bytes:          {}", s.disk_bytes);
     println!("live bytes:          {}", s.live_bytes);
     println!("index memory bytes:  {}", s.index_memory_bytes);
+    println!(
+        "hot index:           {} entries ({} tombstones), {} evicted, {}",
+        s.hot_entries,
+        s.hot_tombstones,
+        s.hot_evictions,
+        if s.hot_index_complete {
+            "holds every key"
+        } else {
+            "misses read segment metadata"
+        }
+    );
     println!("last version:        {}", s.committed_version);
     println!("last log index:      {}", s.last_log_index);
     println!("recovered records:   {}", stats.recovery.records);

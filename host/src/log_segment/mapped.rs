@@ -47,6 +47,12 @@ impl MappedSegment {
         &self.map[..self.file_len]
     }
 
+    /// The first `len` bytes of the map, which the caller knows were
+    /// written (the active segment's published tail).
+    pub fn written_prefix(&self, len: usize) -> &[u8] {
+        &self.map[..len.min(self.map.len())]
+    }
+
     /// The key of the `len`-byte record at `offset`, unverified (the index
     /// uses it to tell entries apart; a read verifies the whole record).
     /// Never reads past `offset + len`, which the caller knows was written.

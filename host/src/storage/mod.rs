@@ -11,6 +11,7 @@
 //! could have been acknowledged.
 
 mod compaction;
+mod inspect;
 mod maintenance;
 mod merge;
 mod recovery;
@@ -32,6 +33,7 @@ use crate::metrics::{Metrics, MetricsHook};
 use crate::segment_meta::meta_file_name;
 
 pub use compaction::{CompactionPlan, CompactionReport, SegmentUsage, plan_compaction};
+pub use inspect::{RecordInfo, SegmentInfo};
 pub use recovery::{OpenReport, SegmentVerdict, SegmentVerification, verify_segments};
 pub use segments::{Segment, SegmentTable};
 use writer::Writer;
