@@ -288,6 +288,11 @@ impl SegmentMeta {
         &self.file
     }
 
+    /// The encoded file, to write a repaired copy to disk.
+    pub fn encoded(&self) -> &[u8] {
+        self.raw()
+    }
+
     /// Size of the metadata file.
     pub fn file_len(&self) -> u64 {
         self.raw().len() as u64

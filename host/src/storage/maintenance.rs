@@ -59,6 +59,9 @@ impl Storage {
             tracing::error!(error = %err, "writing segment metadata failed; its keys stay in memory");
             return;
         }
+        if let Err(err) = self.persist_repaired_metas() {
+            tracing::error!(error = %err, "writing repaired segment metadata failed");
+        }
         if !self.index.has_budget() && !self.hot_complete.load(Ordering::Acquire) {
             if let Err(err) = self.warm_up_locked() {
                 tracing::error!(error = %err, "filling the hot index failed");
@@ -83,7 +86,9 @@ impl Storage {
     /// first). Returns how many it wrote.
     pub fn build_pending_metas(&self) -> Result<usize> {
         let _guard = self.maintenance_lock();
-        self.build_pending_metas_locked()
+        let built = self.build_pending_metas_locked()?;
+        self.persist_repaired_metas()?;
+        Ok(built)
     }
 
     pub(super) fn build_pending_metas_locked(&self) -> Result<usize> {
@@ -102,6 +107,20 @@ impl Storage {
                 .attach_meta(segment.id(), Arc::new(meta));
         }
         Ok(pending.len())
+    }
+
+    /// Writes metadata that lookups rebuilt in memory (after a damaged
+    /// block) to disk, so the next open loads a sound file.
+    fn persist_repaired_metas(&self) -> Result<()> {
+        let segments: Vec<Arc<Segment>> = self.segments().iter().cloned().collect();
+        for segment in segments {
+            if let Some(repaired) = segment.unpersisted_repair() {
+                segment_meta::write(&self.dir, segment.id(), repaired.encoded())?;
+                segment.repaired_persisted.store(true, Ordering::Release);
+                tracing::info!(segment = segment.id(), "repaired segment metadata written");
+            }
+        }
+        Ok(())
     }
 
     /// Copies every cold key's newest record into the hot index (no budget
