@@ -197,30 +197,6 @@ impl Storage {
         Ok(live)
     }
 
-    /// Like a lookup, but never copies a cold result into the hot index
-    /// (maintenance must not flush the hot set).
-    pub(super) fn newest_record(
-        &self,
-        key: &[u8],
-        segments: &super::SegmentTable,
-    ) -> Result<Option<crate::index::IndexEntry>> {
-        loop {
-            let before = self.publish_seq.load(Ordering::SeqCst);
-            if !before.is_multiple_of(2) {
-                std::thread::yield_now();
-                continue;
-            }
-            let found = match self.index.get(key, segments) {
-                Some(entry) => Some(entry),
-                None if self.hot_complete.load(Ordering::Acquire) => None,
-                None => segments.find_cold(key)?,
-            };
-            if self.publish_seq.load(Ordering::SeqCst) == before {
-                return Ok(found);
-            }
-        }
-    }
-
     /// What the compaction policy sees: sealed segments with metadata, by rank.
     pub fn segment_usage(&self) -> Vec<SegmentUsage> {
         let mut usage: Vec<SegmentUsage> = self

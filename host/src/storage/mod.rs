@@ -160,6 +160,25 @@ impl Storage {
     /// The newest record of `key`, a tombstone included: from the hot index,
     /// or from the sealed segments' metadata (then copied into the hot index).
     fn lookup(&self, key: &[u8], segments: &SegmentTable) -> Result<Option<IndexEntry>> {
+        self.find_newest(key, segments, true)
+    }
+
+    /// Like [`Self::lookup`], but never copies a cold result into the hot
+    /// index (maintenance must not flush the hot set).
+    pub(super) fn newest_record(
+        &self,
+        key: &[u8],
+        segments: &SegmentTable,
+    ) -> Result<Option<IndexEntry>> {
+        self.find_newest(key, segments, false)
+    }
+
+    fn find_newest(
+        &self,
+        key: &[u8],
+        segments: &SegmentTable,
+        promote: bool,
+    ) -> Result<Option<IndexEntry>> {
         // Bounded by the publisher: each retry waits for one publish to end,
         // and a publish holds no lock a reader needs to make progress.
         loop {
@@ -173,7 +192,7 @@ impl Storage {
                 None if self.hot_complete.load(Ordering::Acquire) => None,
                 None => {
                     let cold = segments.find_cold(key)?;
-                    if let Some(entry) = cold.filter(|entry| !entry.tombstone) {
+                    if let Some(entry) = cold.filter(|entry| promote && !entry.tombstone) {
                         self.promote(key, entry, segments, before);
                     }
                     cold
@@ -295,22 +314,24 @@ impl Storage {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>> {
-        let segments = self.segments();
-        let complete = self.hot_complete.load(Ordering::Acquire);
-        let mut keys = Vec::new();
-        merge::live_keys_page(
-            &self.index,
-            &segments,
-            complete,
-            merge::Range { prefix, after },
-            limit,
-            |key, _| keys.push(key.to_vec()),
-        )?;
-        Ok(keys)
+        let entries = self.live_entries(merge::Range { prefix, after }, limit)?;
+        Ok(entries.into_iter().map(|(key, _)| key).collect())
     }
 
     /// Every live key with its entry, sorted by key. For tests and tooling.
     pub fn sorted_entries(&self) -> Result<Vec<(Vec<u8>, IndexEntry)>> {
+        let everything = merge::Range {
+            prefix: &[],
+            after: None,
+        };
+        self.live_entries(everything, usize::MAX)
+    }
+
+    fn live_entries(
+        &self,
+        range: merge::Range<'_>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, IndexEntry)>> {
         let segments = self.segments();
         let complete = self.hot_complete.load(Ordering::Acquire);
         let mut entries = Vec::new();
@@ -318,11 +339,8 @@ impl Storage {
             &self.index,
             &segments,
             complete,
-            merge::Range {
-                prefix: &[],
-                after: None,
-            },
-            usize::MAX,
+            range,
+            limit,
             |key, entry| entries.push((key.to_vec(), entry)),
         )?;
         Ok(entries)
