@@ -217,6 +217,52 @@ fn unknown_user_costs_a_hash() {
     );
 }
 
+/// The first verification on a fresh service (a new component instance,
+/// every CLI process) must not be cheaper for a known user: the dummy hash
+/// is made before the lookup either way. Counted, not timed.
+#[test]
+fn fresh_service_hashes_as_much_for_unknown_user_as_for_wrong_password() {
+    let (store, clock) = (MemStore::default(), clock());
+    service(&store, &clock, CHEAP)
+        .create_user("henry", "pw-henry", None)
+        .unwrap();
+    let hashes_of = |user: &str, password: &str| {
+        let hashes = std::sync::Arc::new(AtomicU64::new(0));
+        let hasher = crate::testing::CountingHasher {
+            inner: crate::crypto::hasher_for(CHEAP).unwrap(),
+            hashes: hashes.clone(),
+        };
+        let svc = AuthService::with_hasher(
+            &store,
+            FakeRandom::new(42),
+            &clock,
+            Box::new(hasher),
+            &config(CHEAP),
+        )
+        .unwrap();
+        let first = svc.verify_password(user, password);
+        let after_first = hashes.load(Ordering::SeqCst);
+        let second = svc.verify_password(user, password);
+        assert_eq!(first, second);
+        (
+            first,
+            after_first,
+            hashes.load(Ordering::SeqCst) - after_first,
+        )
+    };
+    let wrong = hashes_of("henry", "not-it");
+    let unknown = hashes_of("nobody", "not-it");
+    let invalid_name = hashes_of("no body", "not-it");
+    assert_eq!(wrong.0, Err(AuthError::InvalidCredentials));
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong, invalid_name);
+    // Dummy hash + one verification first, then one verification.
+    assert_eq!((wrong.1, wrong.2), (2, 1));
+    let right = hashes_of("henry", "pw-henry");
+    assert!(right.0.is_ok());
+    assert_eq!((right.1, right.2), (2, 1));
+}
+
 #[test]
 fn list_users_pages() {
     let (store, clock) = (MemStore::default(), clock());
@@ -261,10 +307,16 @@ fn api_keys() {
     // A typo fails without touching the store: the store is not even read.
     let mut typo = token.clone().into_bytes();
     typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+    let reads = store.reads.load(Ordering::SeqCst);
     assert_eq!(
         svc.verify_api_key(std::str::from_utf8(&typo).unwrap()),
         Err(AuthError::InvalidToken)
     );
+    assert_eq!(
+        svc.verify_api_key("hkv_short"),
+        Err(AuthError::InvalidToken)
+    );
+    assert_eq!(store.reads.load(Ordering::SeqCst), reads, "no store access");
     // A well-formed token with a wrong secret (valid checksum) fails.
     let (_, other) = crate::id_generator::new_token(&FakeRandom::new(5), &info.id);
     assert_eq!(svc.verify_api_key(&other), Err(AuthError::InvalidToken));
