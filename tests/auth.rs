@@ -162,7 +162,7 @@ fn default_params_phc_verifies_natively_and_enumeration_timing() {
         assert_eq!(e, AuthError::InvalidCredentials);
         t.elapsed()
     };
-    time("nobody-at-all"); // builds the instance's dummy hash
+    time("nobody-at-all"); // warm-up
     let (mut wrong, mut unknown) = (Duration::MAX, Duration::MAX);
     for _ in 0..4 {
         wrong = wrong.min(time("interop"));
@@ -391,4 +391,21 @@ fn list_users_is_paged() {
     for id in &ids {
         env.client.delete_user(id).unwrap();
     }
+}
+
+/// The embedded component is built with `+simd128` (guest-auth's
+/// .cargo/config.toml): it validates with SIMD enabled and not without,
+/// so it really contains SIMD instructions (Argon2's BlaMka rounds).
+#[test]
+fn the_component_uses_simd128() {
+    use wasmparser::{Validator, WasmFeatures};
+    let wasm = hightower::auth::COMPONENT;
+    Validator::new_with_features(WasmFeatures::default())
+        .validate_all(wasm)
+        .unwrap();
+    let without = WasmFeatures::default() - WasmFeatures::SIMD - WasmFeatures::RELAXED_SIMD;
+    let Err(err) = Validator::new_with_features(without).validate_all(wasm) else {
+        panic!("the auth component validates without SIMD: built without +simd128");
+    };
+    assert!(err.to_string().contains("SIMD"), "{err}");
 }
