@@ -715,6 +715,13 @@ fn hashing_options_bcrypt_migration_rehash_and_bad_flags() {
         .run()
         .exactly(OK, &format!("{owasp}\n"), "");
 
+    // Usernames are case-folded, not just lowercased, on both sides.
+    let strasse = s.create_user("Straße", "pw-s");
+    s.auth(&["user", "verify", "STRASSE"])
+        .stdin("pw-s\n")
+        .run()
+        .exactly(OK, &format!("{strasse}\n"), "");
+
     // bcrypt as the configured alternative, 71 bytes at most.
     let out = s
         .cli()
