@@ -128,6 +128,12 @@ impl Run {
         self
     }
 
+    /// The command with its arguments, to spawn by hand.
+    fn into_command(mut self) -> Command {
+        self.command.args(&self.args);
+        self.command
+    }
+
     /// Feeds `text` on stdin, then closes it (without, stdin is /dev/null).
     fn stdin(mut self, text: &str) -> Self {
         self.stdin = Some(text.as_bytes().to_vec());
@@ -443,6 +449,23 @@ fn users_create_verify_passwd_show_list_delete() {
     s.auth(&["user", "list", "--limit", "0"])
         .run()
         .fails(USAGE, &["--limit"]);
+    // A closed stdout (`| head` that has exited) is reported, not a panic.
+    let mut child = s
+        .auth(&["user", "list"])
+        .into_command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(OTHER), "{stderr}");
+    assert!(
+        stderr.starts_with("hightower: write to stdout: Broken pipe"),
+        "{stderr}"
+    );
 
     // delete: the user, its indexes and its keys.
     let bob = ids.iter().find(|(_, n)| n == "bob").unwrap().0.clone();

@@ -164,33 +164,43 @@ pub fn run(config: Config, args: AuthArgs) -> Result<ExitCode, Error> {
     let sandbox = config.wasm.clone();
     let data_dir = config.data_dir.clone();
     let engine = Arc::new(KvEngine::open(config)?);
-    let keys = match KeyRing::from_env_or_data_dir(&data_dir) {
-        Ok((keys, source)) => {
-            if let KeySource::File {
-                path,
-                created: true,
-            } = &source
-            {
-                eprintln!(
-                    "hightower: created key-encryption key file {} (mode 0600)",
-                    path.display()
-                );
-            }
-            Ok(keys)
+    let keys = KeyRing::from_env_or_data_dir(&data_dir).map(|(keys, source)| {
+        if let KeySource::File {
+            path,
+            created: true,
+        } = &source
+        {
+            eprintln!(
+                "hightower: created key-encryption key file {} (mode 0600)",
+                path.display()
+            );
         }
-        Err(e) => Err(e),
-    };
+        keys
+    });
     let result = keys.map_err(Outcome::Key).and_then(|keys| {
         WasmRuntime::new(engine.clone(), sandbox)
             .map_err(|e| Outcome::Client(e.into()))
             .and_then(|runtime| AuthClient::load(&runtime, hasher, &keys).map_err(Outcome::Client))
             .and_then(|client| dispatch(&client, args.command, metadata))
     });
+    // Printed before the store is closed: a token must not be lost to a
+    // failing final fsync.
+    let written = match &result {
+        Ok(text) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|source| Error::io("write to stdout", source))
+        }
+        Err(_) => Ok(()),
+    };
     if let Ok(engine) = Arc::try_unwrap(engine) {
         engine.close()?;
     }
+    written?;
     match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(_) => Ok(ExitCode::SUCCESS),
         Err(Outcome::Client(AuthClientError::Auth(e))) => {
             eprintln!("hightower: {e}");
             Ok(ExitCode::from(exit_code(&e)))
@@ -248,22 +258,33 @@ impl From<Error> for Outcome {
     }
 }
 
+/// Appends a line to the command's output (written at the end in one go,
+/// so that a closed stdout is an error to report, not a panic of `println!`).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
+/// Runs one command; returns what it prints on stdout.
 fn dispatch(
     client: &AuthClient,
     command: AuthCommand,
     metadata: Option<Vec<u8>>,
-) -> Result<(), Outcome> {
+) -> Result<String, Outcome> {
     let mut input = SecretInput::new();
+    let mut out = String::new();
     match command {
         AuthCommand::User(UserCommand::Create { username, .. }) => {
             let password = input.read_new("Password: ", "password")?;
             let user = client.create_user(&username, &password, metadata.as_deref())?;
-            println!("{}", user.id);
+            outln!(out, "{}", user.id);
         }
         AuthCommand::User(UserCommand::Verify { username }) => {
             let password = input.read("Password: ", "password")?;
             let user = client.verify_password(&username, &password)?;
-            println!("{}", user.id);
+            outln!(out, "{}", user.id);
         }
         AuthCommand::User(UserCommand::Passwd { username }) => {
             let current = input.read("Current password: ", "current password")?;
@@ -274,13 +295,13 @@ fn dispatch(
         AuthCommand::User(UserCommand::Show { username }) => {
             let id = client.lookup_user(&username)?;
             let user = client.get_user(&id)?;
-            println!("id: {}", user.id);
-            println!("username: {}", user.username);
-            println!("created: {}", user.created_at);
-            println!("updated: {}", user.updated_at);
+            outln!(out, "id: {}", user.id);
+            outln!(out, "username: {}", user.username);
+            outln!(out, "created: {}", user.created_at);
+            outln!(out, "updated: {}", user.updated_at);
             match user.metadata {
-                Some(m) => println!("metadata: {}", String::from_utf8_lossy(&m)),
-                None => println!("metadata: (none)"),
+                Some(m) => outln!(out, "metadata: {}", String::from_utf8_lossy(&m)),
+                None => outln!(out, "metadata: (none)"),
             }
         }
         AuthCommand::User(UserCommand::Delete { username }) => {
@@ -291,10 +312,10 @@ fn dispatch(
         AuthCommand::User(UserCommand::List { limit, cursor }) => {
             let page = client.list_users(cursor.as_deref(), limit)?;
             for u in page.users {
-                println!("{}\t{}\t{}", u.id, u.username, u.created_at);
+                outln!(out, "{}\t{}\t{}", u.id, u.username, u.created_at);
             }
             if let Some(next) = page.next_cursor {
-                println!("next: {next}");
+                outln!(out, "next: {next}");
             }
         }
         AuthCommand::Key(KeyCommand::Create {
@@ -308,14 +329,14 @@ fn dispatch(
             let expires_at = expires_in.map(|s| now().saturating_add(s));
             let new = client.create_api_key(&id, &name, &scopes, expires_at)?;
             eprintln!("key id {} (the token is shown only this once)", new.key.id);
-            println!("{}", new.token);
+            outln!(out, "{}", new.token);
         }
         AuthCommand::Key(KeyCommand::Verify) => {
             let token = input.read("Token: ", "token")?;
             let p = client.verify_api_key(&token)?;
-            println!("user: {}", p.user_id);
-            println!("key: {}", p.key_id);
-            println!("scopes: {}", p.scopes.join(" "));
+            outln!(out, "user: {}", p.user_id);
+            outln!(out, "key: {}", p.key_id);
+            outln!(out, "scopes: {}", p.scopes.join(" "));
         }
         AuthCommand::Key(KeyCommand::Revoke { key_id }) => {
             client.revoke_api_key(&key_id)?;
@@ -325,7 +346,8 @@ fn dispatch(
             let id = client.lookup_user(&username)?;
             for k in client.list_api_keys(&id)? {
                 let opt = |v: Option<u64>| v.map_or("-".to_string(), |t| t.to_string());
-                println!(
+                outln!(
+                    out,
                     "{}\t{}\t{}\t{}\t{}\t{}\t...{}",
                     k.id,
                     k.name,
@@ -342,7 +364,7 @@ fn dispatch(
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 fn now() -> u64 {
