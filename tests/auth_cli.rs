@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -823,4 +824,125 @@ fn hashing_options_bcrypt_migration_rehash_and_bad_flags() {
     s.auth(&["user", "show", "owasp"])
         .run()
         .fails(USAGE, &["readable by group or others", "chmod 600"]);
+}
+
+/// Runs `hightower ARGS` on a pseudo-terminal (util-linux `script`), and
+/// answers each prompt once it has appeared. Returns the exit code and
+/// everything the terminal showed.
+fn on_terminal(s: &Store, args: &[&str], answers: &[(&str, &str)]) -> (i32, String) {
+    let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+    let mut command = vec![quote(BIN), "--data-dir".into()];
+    command.push(quote(s.data.to_str().unwrap()));
+    command.extend(["auth".to_string()]);
+    command.extend(FAST.iter().chain(args).map(|a| quote(a)));
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command.join(" "), "/dev/null"])
+        .current_dir(s.tmp.path())
+        .env_remove("HIGHTOWER_LOG")
+        .env_remove("HIGHTOWER_AUTH_KEK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run util-linux `script` (it gives the binary a terminal)");
+    let (tx, rx) = mpsc::channel();
+    let mut stdout = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let mut shown = String::new();
+    let mut seen = 0;
+    let mut stdin = child.stdin.take().unwrap();
+    for (prompt, answer) in answers {
+        loop {
+            if let Some(at) = shown[seen..].find(prompt) {
+                seen += at + prompt.len();
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(bytes) => shown.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("no prompt {prompt:?}; the terminal showed {shown:?}");
+                }
+            }
+        }
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!(
+                "`{}` hangs; the terminal showed {shown:?}",
+                command.join(" ")
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    drop(stdin);
+    while let Ok(bytes) = rx.recv_timeout(Duration::from_secs(10)) {
+        shown.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    (status.code().unwrap_or(-1), shown)
+}
+
+/// On a terminal, secrets are prompted for with echo off (a new password
+/// twice); nothing typed is shown.
+#[test]
+fn prompts_on_a_terminal_without_echo() {
+    let s = Store::new();
+    let (code, shown) = on_terminal(
+        &s,
+        &["user", "create", "tty-user"],
+        &[("Password: ", "tty-Secret-1"), ("Again: ", "tty-Secret-1")],
+    );
+    assert_eq!(code, OK, "{shown}");
+    assert!(!shown.contains("tty-Secret"), "{shown:?}");
+    let id = shown.lines().last().unwrap().trim().to_string();
+    assert_eq!(id.len(), 32, "{shown:?}");
+
+    let (code, shown) = on_terminal(
+        &s,
+        &["user", "verify", "tty-user"],
+        &[("Password: ", "tty-Secret-1")],
+    );
+    assert_eq!(code, OK, "{shown}");
+    assert!(
+        shown.contains(&id) && !shown.contains("tty-Secret"),
+        "{shown:?}"
+    );
+
+    let (code, shown) = on_terminal(
+        &s,
+        &["user", "passwd", "tty-user"],
+        &[
+            ("Current password: ", "tty-Secret-1"),
+            ("New password: ", "tty-Secret-2"),
+            ("Again: ", "tty-Secret-3"),
+        ],
+    );
+    assert_eq!(code, USAGE, "{shown}");
+    assert!(
+        shown.contains("hightower: the two passwords differ"),
+        "{shown:?}"
+    );
+    assert!(!shown.contains("tty-Secret"), "{shown:?}");
+
+    let (code, shown) = on_terminal(&s, &["key", "create", "tty-user", "--name", "t"], &[]);
+    assert_eq!(code, OK, "{shown}");
+    let token = shown.lines().last().unwrap().trim().to_string();
+    let (code, shown) = on_terminal(&s, &["key", "verify"], &[("Token: ", &token)]);
+    assert_eq!(code, OK, "{shown}");
+    assert!(shown.contains(&format!("user: {id}")), "{shown:?}");
+    assert!(!shown.contains(&token), "{shown:?}");
 }

@@ -375,66 +375,84 @@ fn now() -> u64 {
 }
 
 /// Secrets from the terminal (echo off) or, when stdin is not a terminal,
-/// one per line from stdin.
+/// one per line from stdin. Both read through the one lock of stdin (std's
+/// stdin lock is not reentrant: taking it again would hang).
 struct SecretInput {
     tty: bool,
-    lines: std::io::Lines<std::io::StdinLock<'static>>,
+    stdin: std::io::StdinLock<'static>,
 }
 
 impl SecretInput {
     fn new() -> Self {
+        let stdin = std::io::stdin();
         SecretInput {
-            tty: std::io::stdin().is_terminal(),
-            lines: std::io::stdin().lock().lines(),
+            tty: stdin.is_terminal(),
+            stdin: stdin.lock(),
         }
     }
 
     /// One secret; `what` names it in the message when stdin has none.
     fn read(&mut self, prompt: &str, what: &str) -> Result<String, Outcome> {
-        if self.tty {
-            return Ok(prompt_no_echo(prompt)?);
-        }
-        match self.lines.next() {
-            Some(Ok(mut line)) => {
-                if line.ends_with('\r') {
-                    line.pop();
-                }
-                Ok(line)
-            }
-            Some(Err(source)) => Err(Error::io("read from stdin", source).into()),
-            None => Err(Outcome::Usage(format!(
+        let line = if self.tty {
+            self.prompt_no_echo(prompt)?
+        } else {
+            self.line("read from stdin")?
+        };
+        line.ok_or_else(|| {
+            Outcome::Usage(format!(
                 "no {what} on stdin: give each secret on a line of its own"
-            ))),
-        }
+            ))
+        })
     }
 
     /// A new password: asked twice on a terminal.
     fn read_new(&mut self, prompt: &str, what: &str) -> Result<String, Outcome> {
         let first = self.read(prompt, what)?;
-        if self.tty && prompt_no_echo("Again: ")? != first {
+        if self.tty && self.read("Again: ", what)? != first {
             return Err(Outcome::Usage("the two passwords differ".into()));
         }
         Ok(first)
     }
-}
 
-fn prompt_no_echo(prompt: &str) -> Result<String, Error> {
-    // `stty` on the inherited terminal: no termios dependency for one prompt.
-    let stty = |arg: &str| {
-        std::process::Command::new("stty")
-            .arg(arg)
-            .stdin(std::process::Stdio::inherit())
-            .status()
-    };
-    eprint!("{prompt}");
-    let _ = std::io::stderr().flush();
-    let _ = stty("-echo");
-    let mut line = String::new();
-    let read = std::io::stdin().lock().read_line(&mut line);
-    let _ = stty("echo");
-    eprintln!();
-    read.map_err(|source| Error::io("read from the terminal", source))?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    /// The next line without its line ending; `None` at end of input.
+    fn line(&mut self, context: &str) -> Result<Option<String>, Error> {
+        let mut line = String::new();
+        match self.stdin.read_line(&mut line) {
+            Ok(0) => Ok(None),
+            Ok(_) => {
+                if line.ends_with('\n') {
+                    line.pop();
+                }
+                if line.ends_with('\r') {
+                    line.pop();
+                }
+                Ok(Some(line))
+            }
+            Err(source) => Err(Error::io(context.to_string(), source)),
+        }
+    }
+
+    /// Prompts on stderr and reads a line with the terminal's echo off
+    /// (the newline is still echoed). Echo is turned off before the prompt
+    /// appears, so nothing typed after it is shown, and restored after.
+    fn prompt_no_echo(&mut self, prompt: &str) -> Result<Option<String>, Outcome> {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let no_echo = |e: rustix::io::Errno| {
+            Outcome::Usage(format!(
+                "cannot turn off the terminal's echo ({e}); give the secret on stdin instead"
+            ))
+        };
+        let saved = tcgetattr(&self.stdin).map_err(no_echo)?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        quiet.local_modes.insert(LocalModes::ECHONL);
+        tcsetattr(&self.stdin, OptionalActions::Now, &quiet).map_err(no_echo)?;
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let line = self.line("read from the terminal");
+        let _ = tcsetattr(&self.stdin, OptionalActions::Now, &saved);
+        Ok(line?)
+    }
 }
 
 #[cfg(test)]
