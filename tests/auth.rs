@@ -1,11 +1,12 @@
 //! The auth service component through [`AuthClient`]: uniqueness under
 //! concurrency, Argon2id defaults and interop with the native `argon2`
-//! crate, enumeration timing, API keys, encrypted metadata and rotation.
+//! crate, one error for unknown users and wrong passwords, API keys,
+//! encrypted metadata and rotation, the SIMD build. No timing is asserted.
 
 mod common;
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use hightower::auth::{Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KeyRing};
@@ -130,7 +131,7 @@ fn eight_threads_one_username_one_winner_no_orphans() {
 }
 
 #[test]
-fn default_params_phc_verifies_natively_and_enumeration_timing() {
+fn default_params_phc_verifies_natively_and_unknown_user_looks_like_wrong_password() {
     let env = env();
     let client = env
         .client
@@ -155,27 +156,15 @@ fn default_params_phc_verifies_natively_and_enumeration_timing() {
     );
     client.verify_password("interop", "correct horse").unwrap();
 
-    // Unknown user vs wrong password: same error, same hashing work.
-    let time = |name: &str| {
-        let t = Instant::now();
-        let e = auth_err(client.verify_password(name, "not the password"));
-        assert_eq!(e, AuthError::InvalidCredentials);
-        t.elapsed()
-    };
-    time("nobody-at-all"); // builds the instance's dummy hash
-    let (mut wrong, mut unknown) = (Duration::MAX, Duration::MAX);
-    for _ in 0..4 {
-        wrong = wrong.min(time("interop"));
-        unknown = unknown.min(time("nobody-at-all"));
+    // Unknown user vs wrong password: the same error. (The same hashing
+    // work is counted in guest-auth's unit tests; the times are measured
+    // in benches/auth.rs.)
+    for name in ["interop", "nobody-at-all"] {
+        assert_eq!(
+            auth_err(client.verify_password(name, "not the password")),
+            AuthError::InvalidCredentials
+        );
     }
-    println!(
-        "default params through the component: wrong password {wrong:?}, unknown user {unknown:?}"
-    );
-    let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
-    assert!(
-        (0.6..1.6).contains(&ratio),
-        "wrong {wrong:?} unknown {unknown:?}"
-    );
     client.delete_user(&user.id).unwrap();
 }
 
@@ -249,17 +238,19 @@ fn api_keys_scopes_typos_expiry_revocation_and_cascade() {
         ),
         AuthError::InvalidToken
     );
-    // Expired (one second from now).
+    // Expired: three whole seconds from `now` (rounded down), so it is
+    // still valid at once (at least two seconds of margin on a loaded
+    // machine) and surely expired 3.1 s later.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let short = env
         .client
-        .create_api_key(&user.id, "short", &[], Some(now + 1))
+        .create_api_key(&user.id, "short", &[], Some(now + 3))
         .unwrap();
     env.client.verify_api_key(&short.token).unwrap();
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(3100));
     assert_eq!(
         auth_err(env.client.verify_api_key(&short.token)),
         AuthError::InvalidToken
@@ -391,4 +382,21 @@ fn list_users_is_paged() {
     for id in &ids {
         env.client.delete_user(id).unwrap();
     }
+}
+
+/// The embedded component is built with `+simd128` (guest-auth's
+/// .cargo/config.toml): it validates with SIMD enabled and not without,
+/// so it really contains SIMD instructions (Argon2's BlaMka rounds).
+#[test]
+fn the_component_uses_simd128() {
+    use wasmparser::{Validator, WasmFeatures};
+    let wasm = hightower::auth::COMPONENT;
+    Validator::new_with_features(WasmFeatures::default())
+        .validate_all(wasm)
+        .unwrap();
+    let without = WasmFeatures::default() - WasmFeatures::SIMD - WasmFeatures::RELAXED_SIMD;
+    let Err(err) = Validator::new_with_features(without).validate_all(wasm) else {
+        panic!("the auth component validates without SIMD: built without +simd128");
+    };
+    assert!(err.to_string().contains("SIMD"), "{err}");
 }

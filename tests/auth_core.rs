@@ -1,7 +1,8 @@
 //! Runs the native unit tests of the auth service core (`guest-auth/`, a
 //! workspace of its own because it also builds for wasm32-wasip2), so that
 //! `cargo test --workspace` covers them. The nested cargo gets its own
-//! target directory (sharing the outer one would wait on its lock).
+//! target directory (sharing the outer one would wait on its lock), inside
+//! `CARGO_TARGET_DIR` when that is set, else inside the repository's `target/`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -10,7 +11,9 @@ use std::process::{Command, Stdio};
 fn guest_auth_unit_tests_pass_natively() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let crate_dir = repo.join("guest-auth");
-    let target_dir = repo.join("target").join("guest-auth-native");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo.join("target"), |dir| repo.join(dir))
+        .join("guest-auth-native");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(&crate_dir)

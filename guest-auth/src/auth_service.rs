@@ -197,11 +197,24 @@ pub struct AuthService<S, R, C> {
 
 impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
     pub fn new(store: S, rng: R, clock: C, config: &ServiceConfig) -> Result<Self, AuthError> {
+        let hasher = hasher_for(config.hasher)?;
+        Self::with_hasher(store, rng, clock, hasher, config)
+    }
+
+    /// Like [`AuthService::new`] with another [`SecretHasher`] than the one
+    /// `config.hasher` names (tests count hashing work with one).
+    pub fn with_hasher(
+        store: S,
+        rng: R,
+        clock: C,
+        hasher: Box<dyn SecretHasher>,
+        config: &ServiceConfig,
+    ) -> Result<Self, AuthError> {
         Ok(AuthService {
             store,
             rng,
             clock,
-            hasher: hasher_for(config.hasher)?,
+            hasher,
             encryptor: EnvelopeEncryptor::new(&config.keks, config.current_kek)?,
             dummy_hash: OnceLock::new(),
         })
@@ -339,12 +352,16 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
     pub fn verify_password(&self, username: &str, password: &str) -> Result<UserInfo, AuthError> {
         self.check_password(password)
             .map_err(|_| AuthError::InvalidCredentials)?;
+        // Made (once per service) before the lookup, whether or not the user
+        // exists: otherwise the first unknown user of a fresh instance (every
+        // `hightower auth user verify` process) would cost two hashes.
+        let dummy = self.dummy_hash()?;
         let found = match Self::normalize(username) {
             Ok(n) => self.user_by_name(&n)?,
             Err(_) => None,
         };
         let Some((record, version)) = found else {
-            let _ = self.hasher.verify(password.as_bytes(), self.dummy_hash()?);
+            let _ = self.hasher.verify(password.as_bytes(), dummy);
             return Err(AuthError::InvalidCredentials);
         };
         if !self

@@ -8,6 +8,7 @@
 //!
 //! Records are JSON (self-describing, so fields can be added later).
 
+use caseless::Caseless;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
@@ -118,18 +119,20 @@ impl std::fmt::Display for UsernameError {
 /// 1. input longer than [`MAX_USERNAME_INPUT_BYTES`] is refused (before any
 ///    Unicode processing);
 /// 2. Unicode NFKC (compatibility forms: full-width `Ａ` → `A`, `ﬁ` → `fi`);
-/// 3. lowercase mapping (Unicode `toLowerCase`, as RFC 8265's
-///    UsernameCaseMapped profile), then NFKC again (lowercasing can
-///    denormalize);
+/// 3. full Unicode case folding (CaseFolding.txt, status C and F: `ß` →
+///    `ss`, final `ς` → `σ`, `ǅ` → `ǆ`), then NFKC again (folding can
+///    denormalize) — Unicode's NFKC_Casefold, short of dropping default
+///    ignorables, which step 4 refuses instead;
 /// 4. refused if empty, longer than [`MAX_USERNAME_CHARS`] characters, or
 ///    containing control characters, whitespace, or invisible format
 ///    characters (zero-width, bidi overrides, BOM).
+///
+/// The result is a fixed point: normalizing it again changes nothing.
 pub fn normalize_username(input: &str) -> Result<String, UsernameError> {
     if input.len() > MAX_USERNAME_INPUT_BYTES {
         return Err(UsernameError::TooLong);
     }
-    let nfkc: String = input.nfkc().collect();
-    let normalized: String = nfkc.to_lowercase().nfkc().collect();
+    let normalized = fold(input);
     if normalized.is_empty() {
         return Err(UsernameError::Empty);
     }
@@ -140,6 +143,12 @@ pub fn normalize_username(input: &str) -> Result<String, UsernameError> {
         return Err(UsernameError::ForbiddenCharacter(c));
     }
     Ok(normalized)
+}
+
+/// NFKC, case fold, NFKC. A second round changes nothing (tested for every
+/// scalar value in `fold_is_idempotent`).
+fn fold(input: &str) -> String {
+    input.nfkc().default_case_fold().nfkc().collect()
 }
 
 fn forbidden(c: char) -> bool {
@@ -163,6 +172,17 @@ mod tests {
         assert_eq!(normalize_username("Alice").unwrap(), "alice");
         assert_eq!(normalize_username("ＡＬＩＣＥ").unwrap(), "alice");
         assert_eq!(normalize_username("ǅemal").unwrap(), "džemal");
+        // Case folding, not just lowercasing: these are one name each.
+        assert_eq!(normalize_username("Straße").unwrap(), "strasse");
+        assert_eq!(
+            normalize_username("ΟΔΥΣΣΕΥΣ").unwrap(),
+            normalize_username("οδυσσευς").unwrap()
+        );
+        assert_eq!(normalize_username("ﬀ").unwrap(), "ff");
+        assert_eq!(
+            normalize_username("\u{212B}ngstr\u{F6}m").unwrap(),
+            normalize_username("A\u{30A}NGSTRO\u{308}M").unwrap()
+        );
         assert_eq!(normalize_username("ﬁona").unwrap(), "fiona");
         assert_eq!(
             normalize_username("Ünïcödé").unwrap(),
@@ -195,6 +215,17 @@ mod tests {
             normalize_username(&"ﷺ".repeat(400_000)),
             Err(UsernameError::TooLong)
         );
+    }
+
+    #[test]
+    fn fold_is_idempotent() {
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let once = fold(c.encode_utf8(&mut [0; 4]));
+            assert_eq!(fold(&once), once, "U+{:04X}", c as u32);
+        }
+        for s in ["ǅemal", "Straße", "ΌΣΟΣ", "\u{1FC3}\u{345}", "İstanbul"] {
+            assert_eq!(fold(&fold(s)), fold(s), "{s}");
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! In-memory fakes for the native unit tests.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::auth_service::{Clock, Condition, Entry, KvStore, Op, Random, StoreError};
+use crate::crypto::{CryptoError, SecretHasher};
 
 /// A deterministic generator (splitmix64). Not secure: tests only.
 pub struct FakeRandom(Mutex<u64>);
@@ -44,10 +45,13 @@ pub struct MemStore {
     version: AtomicU64,
     /// Batches that failed with `ConditionFailed`.
     pub conflicts: AtomicU64,
+    /// Calls of `get` and `list_keys`.
+    pub reads: AtomicU64,
 }
 
 impl KvStore for &MemStore {
     fn get(&self, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         Ok(self.map.lock().unwrap().get(key).cloned())
     }
 
@@ -57,6 +61,7 @@ impl KvStore for &MemStore {
         cursor: Option<&[u8]>,
         page: u32,
     ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
         let map = self.map.lock().unwrap();
         let mut keys: Vec<Vec<u8>> = map
             .keys()
@@ -103,5 +108,32 @@ impl KvStore for &MemStore {
             }
         }
         Ok(())
+    }
+}
+
+/// A [`SecretHasher`] that counts the hashes it computes and verifies
+/// (each is one full Argon2 or bcrypt run), around a real one.
+pub struct CountingHasher {
+    pub inner: Box<dyn SecretHasher>,
+    pub hashes: Arc<AtomicU64>,
+}
+
+impl SecretHasher for CountingHasher {
+    fn hash(&self, password: &[u8], salt: &[u8; 16]) -> Result<String, CryptoError> {
+        self.hashes.fetch_add(1, Ordering::SeqCst);
+        self.inner.hash(password, salt)
+    }
+
+    fn verify(&self, password: &[u8], stored: &str) -> Result<bool, CryptoError> {
+        self.hashes.fetch_add(1, Ordering::SeqCst);
+        self.inner.verify(password, stored)
+    }
+
+    fn needs_rehash(&self, stored: &str) -> bool {
+        self.inner.needs_rehash(stored)
+    }
+
+    fn max_password_bytes(&self) -> usize {
+        self.inner.max_password_bytes()
     }
 }

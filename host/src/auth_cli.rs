@@ -5,8 +5,11 @@
 //! per line from stdin.
 //!
 //! Exit codes (in addition to the CLI's): 1 user or key not found ·
-//! 2 invalid username, password or argument · 7 invalid credentials or
-//! token · 8 username taken or conflict (retry).
+//! 2 invalid username, password or argument, hashing parameters, a missing
+//! secret on stdin, or an unusable key-encryption key · 5 the component
+//! failed or data could not be decrypted · 7 invalid credentials or token ·
+//! 8 username taken or conflict (retry). Bad flags are refused before the
+//! data directory is opened.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -14,11 +17,14 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use hightower::auth::{
-    Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KeyRing, KeySource,
+    Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KekError, KeyRing, KeySource,
 };
 use hightower::wasm::WasmRuntime;
 use hightower::{Config, Error, KvEngine};
 
+const EXIT_NOT_FOUND: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_OTHER: u8 = 5;
 pub const EXIT_DENIED: u8 = 7;
 pub const EXIT_CONFLICT: u8 = 8;
 
@@ -69,7 +75,8 @@ enum UserCommand {
     Delete { username: String },
     /// List users, one per line: id, username, created (Unix seconds).
     List {
-        #[arg(long, default_value_t = 100)]
+        /// Users per page, 1 to 1000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
         /// Start after this user id (the `next:` line of the previous page).
         #[arg(long)]
@@ -87,8 +94,8 @@ enum KeyCommand {
         /// A scope to grant (repeat for more).
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
-        /// Lifetime in seconds [default: no expiry].
-        #[arg(long, value_name = "SECS")]
+        /// Lifetime in seconds, at least 1 [default: no expiry].
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_EXPIRES_IN_SECS))]
         expires_in: Option<u64>,
     },
     /// Check a token (from the prompt or stdin); prints user id, key id and scopes. Exit 7 if invalid.
@@ -99,68 +106,143 @@ enum KeyCommand {
     List { username: String },
 }
 
-pub fn run(config: Config, args: AuthArgs) -> Result<ExitCode, Error> {
-    let hasher = match args.bcrypt_cost {
-        Some(cost) => Hasher::Bcrypt(cost),
-        None => {
-            let d = Argon2Params::default();
-            Hasher::Argon2id(Argon2Params {
-                m_kib: args.argon2_m.unwrap_or(d.m_kib),
-                t: args.argon2_t.unwrap_or(d.t),
-                p: args.argon2_p.unwrap_or(d.p),
-            })
+/// Longest `--expires-in`: 100 years (the expiry must fit a u64 of seconds).
+const MAX_EXPIRES_IN_SECS: u64 = 100 * 366 * 24 * 3600;
+
+/// The hasher the flags ask for, checked here (exit 2, before the data
+/// directory is opened) with the rules the component applies.
+fn hasher_from_args(args: &AuthArgs, max_memory_bytes: u64) -> Result<Hasher, String> {
+    if let Some(cost) = args.bcrypt_cost {
+        if !(10..=31).contains(&cost) {
+            return Err(format!("--bcrypt-cost: {cost} is not in 10..=31"));
         }
+        return Ok(Hasher::Bcrypt(cost));
+    }
+    let d = Argon2Params::default();
+    let params = Argon2Params {
+        m_kib: args.argon2_m.unwrap_or(d.m_kib),
+        t: args.argon2_t.unwrap_or(d.t),
+        p: args.argon2_p.unwrap_or(d.p),
+    };
+    if params.t == 0 {
+        return Err("--argon2-t: must be at least 1".into());
+    }
+    if !(1..=0xFF_FFFF).contains(&params.p) {
+        return Err(format!("--argon2-p: {} is not in 1..=16777215", params.p));
+    }
+    if (params.m_kib as u64) < 8 * params.p as u64 {
+        return Err(format!(
+            "--argon2-m: {} KiB is below 8 KiB per lane ({} lanes)",
+            params.m_kib, params.p
+        ));
+    }
+    if params.m_kib as u64 * 1024 >= max_memory_bytes {
+        return Err(format!(
+            "--argon2-m: {} KiB does not fit the sandbox's memory limit of {} bytes \
+             (wasm.max_memory_bytes in the config file)",
+            params.m_kib, max_memory_bytes
+        ));
+    }
+    Ok(Hasher::Argon2id(params))
+}
+
+pub fn run(config: Config, args: AuthArgs) -> Result<ExitCode, Error> {
+    let hasher = match hasher_from_args(&args, config.wasm.max_memory_bytes) {
+        Ok(hasher) => hasher,
+        Err(message) => return Ok(usage(&message)),
+    };
+    // Files named by flags are read before the store is opened.
+    let metadata = match &args.command {
+        AuthCommand::User(UserCommand::Create {
+            metadata_file: Some(path),
+            ..
+        }) => Some(std::fs::read(path).map_err(|source| {
+            Error::io(format!("read metadata file {}", path.display()), source)
+        })?),
+        _ => None,
     };
     let sandbox = config.wasm.clone();
     let data_dir = config.data_dir.clone();
     let engine = Arc::new(KvEngine::open(config)?);
-    let (keys, source) = KeyRing::from_env_or_data_dir(&data_dir)
-        .map_err(|e| Error::io("load the auth key-encryption key", std::io::Error::other(e)))?;
-    if let KeySource::File {
-        path,
-        created: true,
-    } = &source
-    {
-        eprintln!(
-            "hightower: created key-encryption key file {} (mode 0600)",
-            path.display()
-        );
-    }
-    let result = WasmRuntime::new(engine.clone(), sandbox)
-        .map_err(|e| Outcome::Client(e.into()))
-        .and_then(|runtime| AuthClient::load(&runtime, hasher, &keys).map_err(Outcome::Client))
-        .and_then(|client| dispatch(&client, args.command));
+    let keys = KeyRing::from_env_or_data_dir(&data_dir).map(|(keys, source)| {
+        if let KeySource::File {
+            path,
+            created: true,
+        } = &source
+        {
+            eprintln!(
+                "hightower: created key-encryption key file {} (mode 0600)",
+                path.display()
+            );
+        }
+        keys
+    });
+    let result = keys.map_err(Outcome::Key).and_then(|keys| {
+        WasmRuntime::new(engine.clone(), sandbox)
+            .map_err(|e| Outcome::Client(e.into()))
+            .and_then(|runtime| AuthClient::load(&runtime, hasher, &keys).map_err(Outcome::Client))
+            .and_then(|client| dispatch(&client, args.command, metadata))
+    });
+    // Printed before the store is closed: a token must not be lost to a
+    // failing final fsync.
+    let written = match &result {
+        Ok(text) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|source| Error::io("write to stdout", source))
+        }
+        Err(_) => Ok(()),
+    };
     if let Ok(engine) = Arc::try_unwrap(engine) {
         engine.close()?;
     }
+    written?;
     match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(_) => Ok(ExitCode::SUCCESS),
         Err(Outcome::Client(AuthClientError::Auth(e))) => {
             eprintln!("hightower: {e}");
             Ok(ExitCode::from(exit_code(&e)))
         }
         Err(Outcome::Client(AuthClientError::Wasm(e))) => {
             eprintln!("hightower: auth component failed: {e}");
-            Ok(ExitCode::from(5))
+            Ok(ExitCode::from(EXIT_OTHER))
         }
+        Err(Outcome::Key(e)) => {
+            eprintln!("hightower: auth key-encryption key: {e}");
+            Ok(ExitCode::from(match e {
+                KekError::Io { .. } => EXIT_OTHER,
+                _ => EXIT_USAGE,
+            }))
+        }
+        Err(Outcome::Usage(message)) => Ok(usage(&message)),
         Err(Outcome::Cli(e)) => Err(e),
     }
 }
 
+fn usage(message: &str) -> ExitCode {
+    eprintln!("hightower: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
 fn exit_code(e: &AuthError) -> u8 {
     match e {
-        AuthError::UserNotFound | AuthError::KeyNotFound => 1,
+        AuthError::UserNotFound | AuthError::KeyNotFound => EXIT_NOT_FOUND,
         AuthError::InvalidUsername(_)
         | AuthError::InvalidPassword(_)
-        | AuthError::InvalidArgument(_) => 2,
+        | AuthError::InvalidArgument(_) => EXIT_USAGE,
         AuthError::InvalidCredentials | AuthError::InvalidToken => EXIT_DENIED,
         AuthError::UsernameTaken | AuthError::Conflict => EXIT_CONFLICT,
-        AuthError::Crypto(_) | AuthError::Storage(_) => 5,
+        AuthError::Crypto(_) | AuthError::Storage(_) => EXIT_OTHER,
     }
 }
 
 enum Outcome {
     Client(AuthClientError),
+    Key(KekError),
+    /// Bad input found by the CLI (a missing secret): exit 2.
+    Usage(String),
     Cli(Error),
 }
 
@@ -176,44 +258,50 @@ impl From<Error> for Outcome {
     }
 }
 
-fn dispatch(client: &AuthClient, command: AuthCommand) -> Result<(), Outcome> {
+/// Appends a line to the command's output (written at the end in one go,
+/// so that a closed stdout is an error to report, not a panic of `println!`).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
+/// Runs one command; returns what it prints on stdout.
+fn dispatch(
+    client: &AuthClient,
+    command: AuthCommand,
+    metadata: Option<Vec<u8>>,
+) -> Result<String, Outcome> {
     let mut input = SecretInput::new();
+    let mut out = String::new();
     match command {
-        AuthCommand::User(UserCommand::Create {
-            username,
-            metadata_file,
-        }) => {
-            let metadata = match metadata_file {
-                Some(path) => Some(std::fs::read(&path).map_err(|source| {
-                    Error::io(format!("read metadata file {}", path.display()), source)
-                })?),
-                None => None,
-            };
-            let password = input.read_new("Password: ")?;
+        AuthCommand::User(UserCommand::Create { username, .. }) => {
+            let password = input.read_new("Password: ", "password")?;
             let user = client.create_user(&username, &password, metadata.as_deref())?;
-            println!("{}", user.id);
+            outln!(out, "{}", user.id);
         }
         AuthCommand::User(UserCommand::Verify { username }) => {
-            let password = input.read("Password: ")?;
+            let password = input.read("Password: ", "password")?;
             let user = client.verify_password(&username, &password)?;
-            println!("{}", user.id);
+            outln!(out, "{}", user.id);
         }
         AuthCommand::User(UserCommand::Passwd { username }) => {
-            let current = input.read("Current password: ")?;
-            let new = input.read_new("New password: ")?;
+            let current = input.read("Current password: ", "current password")?;
+            let new = input.read_new("New password: ", "new password")?;
             client.change_password(&username, &current, &new)?;
             eprintln!("password changed");
         }
         AuthCommand::User(UserCommand::Show { username }) => {
             let id = client.lookup_user(&username)?;
             let user = client.get_user(&id)?;
-            println!("id: {}", user.id);
-            println!("username: {}", user.username);
-            println!("created: {}", user.created_at);
-            println!("updated: {}", user.updated_at);
+            outln!(out, "id: {}", user.id);
+            outln!(out, "username: {}", user.username);
+            outln!(out, "created: {}", user.created_at);
+            outln!(out, "updated: {}", user.updated_at);
             match user.metadata {
-                Some(m) => println!("metadata: {}", String::from_utf8_lossy(&m)),
-                None => println!("metadata: (none)"),
+                Some(m) => outln!(out, "metadata: {}", String::from_utf8_lossy(&m)),
+                None => outln!(out, "metadata: (none)"),
             }
         }
         AuthCommand::User(UserCommand::Delete { username }) => {
@@ -224,10 +312,10 @@ fn dispatch(client: &AuthClient, command: AuthCommand) -> Result<(), Outcome> {
         AuthCommand::User(UserCommand::List { limit, cursor }) => {
             let page = client.list_users(cursor.as_deref(), limit)?;
             for u in page.users {
-                println!("{}\t{}\t{}", u.id, u.username, u.created_at);
+                outln!(out, "{}\t{}\t{}", u.id, u.username, u.created_at);
             }
             if let Some(next) = page.next_cursor {
-                println!("next: {next}");
+                outln!(out, "next: {next}");
             }
         }
         AuthCommand::Key(KeyCommand::Create {
@@ -237,17 +325,18 @@ fn dispatch(client: &AuthClient, command: AuthCommand) -> Result<(), Outcome> {
             expires_in,
         }) => {
             let id = client.lookup_user(&username)?;
-            let expires_at = expires_in.map(|s| now() + s);
+            // Cannot overflow: at most 100 years are added.
+            let expires_at = expires_in.map(|s| now().saturating_add(s));
             let new = client.create_api_key(&id, &name, &scopes, expires_at)?;
             eprintln!("key id {} (the token is shown only this once)", new.key.id);
-            println!("{}", new.token);
+            outln!(out, "{}", new.token);
         }
         AuthCommand::Key(KeyCommand::Verify) => {
-            let token = input.read("Token: ")?;
+            let token = input.read("Token: ", "token")?;
             let p = client.verify_api_key(&token)?;
-            println!("user: {}", p.user_id);
-            println!("key: {}", p.key_id);
-            println!("scopes: {}", p.scopes.join(" "));
+            outln!(out, "user: {}", p.user_id);
+            outln!(out, "key: {}", p.key_id);
+            outln!(out, "scopes: {}", p.scopes.join(" "));
         }
         AuthCommand::Key(KeyCommand::Revoke { key_id }) => {
             client.revoke_api_key(&key_id)?;
@@ -257,7 +346,8 @@ fn dispatch(client: &AuthClient, command: AuthCommand) -> Result<(), Outcome> {
             let id = client.lookup_user(&username)?;
             for k in client.list_api_keys(&id)? {
                 let opt = |v: Option<u64>| v.map_or("-".to_string(), |t| t.to_string());
-                println!(
+                outln!(
+                    out,
                     "{}\t{}\t{}\t{}\t{}\t{}\t...{}",
                     k.id,
                     k.name,
@@ -274,7 +364,7 @@ fn dispatch(client: &AuthClient, command: AuthCommand) -> Result<(), Outcome> {
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 fn now() -> u64 {
@@ -285,64 +375,142 @@ fn now() -> u64 {
 }
 
 /// Secrets from the terminal (echo off) or, when stdin is not a terminal,
-/// one per line from stdin.
+/// one per line from stdin. Both read through the one lock of stdin (std's
+/// stdin lock is not reentrant: taking it again would hang).
 struct SecretInput {
     tty: bool,
-    lines: std::io::Lines<std::io::StdinLock<'static>>,
+    stdin: std::io::StdinLock<'static>,
 }
 
 impl SecretInput {
     fn new() -> Self {
+        let stdin = std::io::stdin();
         SecretInput {
-            tty: std::io::stdin().is_terminal(),
-            lines: std::io::stdin().lock().lines(),
+            tty: stdin.is_terminal(),
+            stdin: stdin.lock(),
         }
     }
 
-    fn read(&mut self, prompt: &str) -> Result<String, Error> {
-        if self.tty {
-            return prompt_no_echo(prompt);
-        }
-        match self.lines.next() {
-            Some(line) => line.map_err(|source| Error::io("read from stdin", source)),
-            None => Err(Error::io(
-                "read from stdin",
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "expected a secret on a line of its own",
-                ),
-            )),
-        }
+    /// One secret; `what` names it in the message when stdin has none.
+    fn read(&mut self, prompt: &str, what: &str) -> Result<String, Outcome> {
+        let line = if self.tty {
+            self.prompt_no_echo(prompt)?
+        } else {
+            self.line("read from stdin")?
+        };
+        line.ok_or_else(|| {
+            Outcome::Usage(format!(
+                "no {what} on stdin: give each secret on a line of its own"
+            ))
+        })
     }
 
     /// A new password: asked twice on a terminal.
-    fn read_new(&mut self, prompt: &str) -> Result<String, Error> {
-        let first = self.read(prompt)?;
-        if self.tty && prompt_no_echo("Again: ")? != first {
-            return Err(Error::io(
-                "read the password",
-                std::io::Error::other("the two entries differ"),
-            ));
+    fn read_new(&mut self, prompt: &str, what: &str) -> Result<String, Outcome> {
+        let first = self.read(prompt, what)?;
+        if self.tty && self.read("Again: ", what)? != first {
+            return Err(Outcome::Usage("the two passwords differ".into()));
         }
         Ok(first)
     }
+
+    /// The next line without its line ending; `None` at end of input.
+    fn line(&mut self, context: &str) -> Result<Option<String>, Error> {
+        let mut line = String::new();
+        match self.stdin.read_line(&mut line) {
+            Ok(0) => Ok(None),
+            Ok(_) => {
+                if line.ends_with('\n') {
+                    line.pop();
+                }
+                if line.ends_with('\r') {
+                    line.pop();
+                }
+                Ok(Some(line))
+            }
+            Err(source) => Err(Error::io(context.to_string(), source)),
+        }
+    }
+
+    /// Prompts on stderr and reads a line with the terminal's echo off
+    /// (the newline is still echoed). Echo is turned off before the prompt
+    /// appears, so nothing typed after it is shown, and restored after.
+    fn prompt_no_echo(&mut self, prompt: &str) -> Result<Option<String>, Outcome> {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let no_echo = |e: rustix::io::Errno| {
+            Outcome::Usage(format!(
+                "cannot turn off the terminal's echo ({e}); give the secret on stdin instead"
+            ))
+        };
+        let saved = tcgetattr(&self.stdin).map_err(no_echo)?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        quiet.local_modes.insert(LocalModes::ECHONL);
+        tcsetattr(&self.stdin, OptionalActions::Now, &quiet).map_err(no_echo)?;
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let line = self.line("read from the terminal");
+        let _ = tcsetattr(&self.stdin, OptionalActions::Now, &saved);
+        Ok(line?)
+    }
 }
 
-fn prompt_no_echo(prompt: &str) -> Result<String, Error> {
-    // `stty` on the inherited terminal: no termios dependency for one prompt.
-    let stty = |arg: &str| {
-        std::process::Command::new("stty")
-            .arg(arg)
-            .stdin(std::process::Stdio::inherit())
-            .status()
-    };
-    eprint!("{prompt}");
-    let _ = std::io::stderr().flush();
-    let _ = stty("-echo");
-    let mut line = String::new();
-    let read = std::io::stdin().lock().read_line(&mut line);
-    let _ = stty("echo");
-    eprintln!();
-    read.map_err(|source| Error::io("read from the terminal", source))?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        auth: AuthArgs,
+    }
+
+    fn hasher(flags: &[&str]) -> Result<Hasher, String> {
+        let argv = ["auth"].iter().chain(flags).chain(&["key", "verify"]);
+        hasher_from_args(&Cli::try_parse_from(argv).unwrap().auth, 64 << 20)
+    }
+
+    #[test]
+    fn hashing_flags_are_checked_with_the_components_rules() {
+        assert_eq!(hasher(&[]), Ok(Hasher::default()));
+        assert_eq!(
+            hasher(&["--argon2-m", "64", "--argon2-t", "1"]),
+            Ok(Hasher::Argon2id(Argon2Params {
+                m_kib: 64,
+                t: 1,
+                p: 1
+            }))
+        );
+        assert_eq!(hasher(&["--bcrypt-cost", "10"]), Ok(Hasher::Bcrypt(10)));
+        for (flags, needle) in [
+            (
+                &["--bcrypt-cost", "4"][..],
+                "--bcrypt-cost: 4 is not in 10..=31",
+            ),
+            (&["--argon2-t", "0"], "--argon2-t"),
+            (&["--argon2-p", "0"], "--argon2-p"),
+            (
+                &["--argon2-m", "15", "--argon2-p", "2"],
+                "below 8 KiB per lane",
+            ),
+            (&["--argon2-m", "65536"], "wasm.max_memory_bytes"),
+        ] {
+            let err = hasher(flags).unwrap_err();
+            assert!(err.contains(needle), "{flags:?}: {err}");
+        }
+        // bcrypt and Argon2 flags exclude each other.
+        assert!(
+            Cli::try_parse_from([
+                "auth",
+                "--bcrypt-cost",
+                "10",
+                "--argon2-m",
+                "64",
+                "key",
+                "verify"
+            ])
+            .is_err()
+        );
+    }
 }

@@ -168,9 +168,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// wasmtime-wasi traces every WASI call with its result at `trace`,
+/// including the numbers `wasi:random` hands a guest: the auth component
+/// derives API-token secrets and data keys from them. Capped whatever
+/// HIGHTOWER_LOG says (a later directive for the same target wins).
+const WASI_CALL_TRACE_CAP: &str = "wasmtime_wasi=debug";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HIGHTOWER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+        .add_directive(WASI_CALL_TRACE_CAP.parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -9,9 +9,10 @@
 //!
 //! Nothing here puts key bytes in an error message or `Debug` output.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const KEK_ENV: &str = "HIGHTOWER_AUTH_KEK";
 pub const KEK_FILE: &str = "auth.kek";
@@ -108,48 +109,78 @@ impl KeyRing {
 
     /// Reads the key file, or creates it (mode 0600, one fresh key with id
     /// 1) if it does not exist. Refuses a file readable by others.
+    ///
+    /// A new file is written and fsynced under a temporary name, then
+    /// hard-linked into place: the key file appears complete or not at all
+    /// (a crash cannot leave an empty one, which would lock the metadata
+    /// out), and of two processes creating it at once one wins and the
+    /// other reads the winner's key.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), KekError> {
         let io = |source| KekError::Io {
             path: path.to_path_buf(),
             source,
         };
-        match std::fs::OpenOptions::new()
+        match Self::load(path) {
+            Err(KekError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+            other => return other.map(|ring| (ring, false)),
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = path
+            .file_name()
+            .map_or("key".into(), |n| n.to_string_lossy());
+        let tmp = path.with_file_name(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut r| r.read_exact(&mut key))
+            .map_err(io)?;
+        let text = format!(
+            "# Hightower auth key-encryption keys: <id>:<hex>. Keep secret.\n1:{}\n",
+            encode_hex(&key)
+        );
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path)
-        {
-            Ok(mut file) => {
-                let mut key = [0u8; 32];
-                std::fs::File::open("/dev/urandom")
-                    .and_then(|mut r| r.read_exact(&mut key))
-                    .map_err(io)?;
-                let text = format!(
-                    "# Hightower auth key-encryption keys: <id>:<hex>. Keep secret.\n1:{}\n",
-                    encode_hex(&key)
-                );
-                file.write_all(text.as_bytes()).map_err(io)?;
-                file.sync_all().map_err(io)?;
+            .open(&tmp)
+            .and_then(|mut file| {
+                file.write_all(text.as_bytes())?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        match written {
+            Ok(()) => {
                 if let Some(dir) = path.parent() {
                     // Make the new name durable too.
                     let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
                 }
                 Ok((KeyRing::single(key), true))
             }
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                let meta = std::fs::metadata(path).map_err(io)?;
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(KekError::TooOpen {
-                        path: path.to_path_buf(),
-                        mode,
-                    });
-                }
-                let text = std::fs::read_to_string(path).map_err(io)?;
-                Ok((Self::parse(&text, &path.display().to_string())?, false))
-            }
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok((Self::load(path)?, false)),
             Err(err) => Err(io(err)),
         }
+    }
+
+    /// Reads an existing key file; refuses one readable by others.
+    fn load(path: &Path) -> Result<Self, KekError> {
+        let io = |source| KekError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KekError::TooOpen {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        Self::parse(&text, &path.display().to_string())
     }
 
     pub fn ids(&self) -> Vec<u32> {
@@ -205,6 +236,39 @@ mod tests {
             KeyRing::load_or_create(&path),
             Err(KekError::TooOpen { .. })
         ));
+    }
+
+    #[test]
+    fn concurrent_creators_agree_on_one_complete_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEK_FILE);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| KeyRing::load_or_create(&path).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
+        for (ring, _) in &results {
+            assert_eq!(ring.keys(), results[0].0.keys());
+        }
+        assert_eq!(mode_of(&path), 0o600);
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [KEK_FILE]);
+        // An empty key file (never written by us) is refused, not replaced.
+        std::fs::write(&path, "").unwrap();
+        assert!(matches!(
+            KeyRing::load_or_create(&path),
+            Err(KekError::Empty { .. })
+        ));
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
     #[test]

@@ -1,0 +1,948 @@
+//! End-to-end tests of `hightower auth`: the real binary, a temporary data
+//! directory per test, secrets on stdin. They check the documented exit
+//! codes and messages (README "Auth service", host/src/auth_cli.rs), that
+//! an unknown user and a wrong password look the same, and that no
+//! password, token or key ever reaches stderr, even with `HIGHTOWER_LOG=trace`.
+//!
+//! Hashing uses `--argon2-m 64 --argon2-t 1` (the CLI's flags) except where
+//! the defaults themselves are checked. No timing is asserted.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hightower");
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+// The documented exit codes.
+const OK: i32 = 0;
+const NOT_FOUND: i32 = 1;
+const USAGE: i32 = 2;
+const OTHER: i32 = 5;
+const DENIED: i32 = 7;
+const TAKEN: i32 = 8;
+
+/// Cheap Argon2id parameters for new hashes.
+const FAST: [&str; 4] = ["--argon2-m", "64", "--argon2-t", "1"];
+
+/// Variables the binary reads; cleared so a developer's shell cannot change
+/// what a test sees.
+const CLEARED_ENV: [&str; 4] = [
+    "HIGHTOWER_DATA_DIR",
+    "HIGHTOWER_LOG",
+    "RUST_LOG",
+    "HIGHTOWER_AUTH_KEK",
+];
+
+const BAD_CREDENTIALS: &str = "hightower: invalid username or password\n";
+const BAD_TOKEN: &str = "hightower: invalid API key\n";
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+struct Output {
+    cmdline: String,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn describe(&self) -> String {
+        format!(
+            "`{}` exited {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.cmdline, self.code, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    fn code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "wrong exit code\n{}", self.describe());
+        self
+    }
+
+    /// Success; returns stdout.
+    #[track_caller]
+    fn ok(&self) -> &str {
+        self.code(OK);
+        &self.stdout
+    }
+
+    /// Exit code, exact stdout and exact stderr.
+    #[track_caller]
+    fn exactly(&self, code: i32, stdout: &str, stderr: &str) -> &Self {
+        self.code(code);
+        assert_eq!(self.stdout, stdout, "wrong stdout\n{}", self.describe());
+        assert_eq!(self.stderr, stderr, "wrong stderr\n{}", self.describe());
+        self
+    }
+
+    /// A failure: the exit code, nothing on stdout, every needle on stderr.
+    #[track_caller]
+    fn fails(&self, code: i32, needles: &[&str]) -> &Self {
+        self.code(code);
+        assert!(
+            self.stdout.is_empty(),
+            "stdout not empty\n{}",
+            self.describe()
+        );
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "stderr lacks {needle:?}\n{}",
+                self.describe()
+            );
+        }
+        self
+    }
+}
+
+struct Run {
+    command: Command,
+    args: Vec<OsString>,
+    stdin: Option<Vec<u8>>,
+}
+
+impl Run {
+    fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        for arg in args {
+            self = self.arg(arg);
+        }
+        self
+    }
+
+    fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    /// The command with its arguments, to spawn by hand.
+    fn into_command(mut self) -> Command {
+        self.command.args(&self.args);
+        self.command
+    }
+
+    /// Feeds `text` on stdin, then closes it (without, stdin is /dev/null).
+    fn stdin(mut self, text: &str) -> Self {
+        self.stdin = Some(text.as_bytes().to_vec());
+        self
+    }
+
+    fn run(mut self) -> Output {
+        let cmdline = std::iter::once("hightower".to_string())
+            .chain(self.args.iter().map(|a| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = self
+            .command
+            .args(&self.args)
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawn {BIN}: {err}"));
+        let feeder = self.stdin.take().map(|bytes| {
+            let mut pipe = child.stdin.take().expect("piped stdin");
+            thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            })
+        });
+        let drain = |mut source: Box<dyn Read + Send>| {
+            thread::spawn(move || {
+                let mut bytes = Vec::new();
+                source.read_to_end(&mut bytes).expect("read child output");
+                String::from_utf8(bytes).expect("UTF-8 output")
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+        let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for hightower") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("`{cmdline}` did not finish within {TIMEOUT:?}; killed it");
+            }
+            thread::sleep(Duration::from_millis(2));
+        };
+        if let Some(feeder) = feeder {
+            feeder.join().expect("stdin feeder");
+        }
+        Output {
+            code: status
+                .code()
+                .unwrap_or_else(|| panic!("`{cmdline}` was killed by a signal: {status:?}")),
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+            cmdline,
+        }
+    }
+}
+
+struct Store {
+    tmp: TempDir,
+    data: PathBuf,
+}
+
+impl Store {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        Store { tmp, data }
+    }
+
+    /// `hightower --data-dir DATA` in the temp directory.
+    fn cli(&self) -> Run {
+        let mut command = Command::new(BIN);
+        command.current_dir(self.tmp.path());
+        for var in CLEARED_ENV {
+            command.env_remove(var);
+        }
+        Run {
+            command,
+            args: Vec::new(),
+            stdin: None,
+        }
+        .arg("--data-dir")
+        .arg(&self.data)
+    }
+
+    /// `hightower --data-dir DATA auth --argon2-m 64 --argon2-t 1 ARGS...`
+    fn auth(&self, args: &[&str]) -> Run {
+        self.cli().arg("auth").args(FAST).args(args)
+    }
+
+    /// The raw value of a store key (`hightower get`), or `None` (exit 1).
+    fn raw(&self, key: &str) -> Option<String> {
+        let out = self.cli().args(["get", key]).run();
+        match out.code {
+            OK => Some(out.stdout),
+            NOT_FOUND => None,
+            _ => panic!("{}", out.describe()),
+        }
+    }
+
+    /// The stored password hash of a user.
+    fn password_hash(&self, id: &str) -> String {
+        let raw = self.raw(&format!("auth/user/{id}")).expect("user record");
+        let record: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        record["password_hash"].as_str().unwrap().to_string()
+    }
+
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.tmp.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Creates a user with the cheap parameters; returns its id.
+    fn create_user(&self, name: &str, password: &str) -> String {
+        let out = self
+            .auth(&["user", "create", name])
+            .stdin(&format!("{password}\n"))
+            .run();
+        user_id_line(out.ok())
+    }
+
+    /// Creates an API key; returns (key id, token).
+    fn create_key(&self, user: &str, name: &str, extra: &[&str]) -> (String, String) {
+        let out = self
+            .auth(&["key", "create", user, "--name", name])
+            .args(extra)
+            .run();
+        let token = token_line(out.ok());
+        let key_id = token[4..16].to_string();
+        assert!(
+            out.stderr.contains(&format!(
+                "key id {key_id} (the token is shown only this once)"
+            )),
+            "{}",
+            out.describe()
+        );
+        assert!(!out.stderr.contains(&token), "{}", out.describe());
+        (key_id, token)
+    }
+}
+
+/// The single line `<32 hex digits>` of `user create` / `user verify`.
+#[track_caller]
+fn user_id_line(stdout: &str) -> String {
+    let id = stdout.strip_suffix('\n').expect("one line");
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{stdout:?}"
+    );
+    id.to_string()
+}
+
+/// The single line of `key create`: `hkv_<12>_<32 secret><6 checksum>`.
+#[track_caller]
+fn token_line(stdout: &str) -> String {
+    let token = stdout.strip_suffix('\n').expect("one line");
+    assert!(!token.contains('\n'), "{stdout:?}");
+    assert_eq!(token.len(), 4 + 12 + 1 + 32 + 6, "{token}");
+    assert!(token.starts_with("hkv_") && token.as_bytes()[16] == b'_');
+    token.to_string()
+}
+
+fn secret_of(token: &str) -> &str {
+    &token[17..49]
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn users_create_verify_passwd_show_list_delete() {
+    let s = Store::new();
+    let meta = s.file("meta.json", "{\"team\":\"blue-falcon\"}");
+    let out = s
+        .auth(&["user", "create", "Alice", "--metadata-file"])
+        .arg(&meta)
+        .stdin("pw-alice-1\n")
+        .run();
+    let alice = user_id_line(out.ok());
+    let key_file = s.data.join("auth.kek");
+    assert_eq!(
+        out.stderr,
+        format!(
+            "hightower: created key-encryption key file {} (mode 0600)\n",
+            key_file.display()
+        )
+    );
+    assert_eq!(mode(&key_file), 0o600);
+
+    // The normalized name is taken (full-width, other case).
+    s.auth(&["user", "create", "ＡＬＩＣＥ"])
+        .stdin("other\n")
+        .run()
+        .exactly(TAKEN, "", "hightower: username taken\n");
+    s.auth(&["user", "create", "bad name"])
+        .stdin("pw\n")
+        .run()
+        .fails(USAGE, &["invalid username", "U+0020"]);
+    s.auth(&["user", "create", "bob"])
+        .stdin(&format!("{}\n", "p".repeat(1025)))
+        .run()
+        .fails(USAGE, &["invalid password: longer than 1024 bytes"]);
+    s.auth(&["user", "create", "bob"])
+        .run()
+        .fails(USAGE, &["no password on stdin"]);
+
+    // Verify: the right password prints the id; a wrong password, an
+    // unknown user and an invalid name give the same code and message.
+    s.auth(&["user", "verify", "ALICE"])
+        .stdin("pw-alice-1\n")
+        .run()
+        .exactly(OK, &format!("{alice}\n"), "");
+    s.auth(&["user", "verify", "alice"])
+        .stdin("pw-alice-1\r\n")
+        .run()
+        .exactly(OK, &format!("{alice}\n"), "");
+    for name in ["alice", "nobody", "no body"] {
+        s.auth(&["user", "verify", name])
+            .stdin("wrong-password\n")
+            .run()
+            .exactly(DENIED, "", BAD_CREDENTIALS);
+    }
+    s.auth(&["user", "verify", "alice"])
+        .run()
+        .fails(USAGE, &["no password on stdin"]);
+
+    // passwd: the current password, then the new one.
+    s.auth(&["user", "passwd", "alice"])
+        .stdin("wrong\npw-alice-2\n")
+        .run()
+        .exactly(DENIED, "", BAD_CREDENTIALS);
+    s.auth(&["user", "passwd", "alice"])
+        .stdin("pw-alice-1\n")
+        .run()
+        .fails(USAGE, &["no new password on stdin"]);
+    s.auth(&["user", "passwd", "alice"])
+        .stdin("pw-alice-1\npw-alice-2\n")
+        .run()
+        .exactly(OK, "", "password changed\n");
+    s.auth(&["user", "verify", "alice"])
+        .stdin("pw-alice-1\n")
+        .run()
+        .exactly(DENIED, "", BAD_CREDENTIALS);
+    s.auth(&["user", "verify", "alice"])
+        .stdin("pw-alice-2\n")
+        .run()
+        .exactly(OK, &format!("{alice}\n"), "");
+
+    // show: metadata decrypted; stored encrypted.
+    let out = s.auth(&["user", "show", "alice"]).run();
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert_eq!(lines.len(), 5, "{}", out.describe());
+    assert_eq!(lines[0], format!("id: {alice}"));
+    assert_eq!(lines[1], "username: Alice");
+    assert!(lines[2].starts_with("created: ") && lines[3].starts_with("updated: "));
+    assert_eq!(lines[4], "metadata: {\"team\":\"blue-falcon\"}");
+    let raw = s.raw(&format!("auth/user/{alice}")).unwrap();
+    assert!(
+        !raw.contains("blue-falcon") && !raw.contains("pw-alice"),
+        "{raw}"
+    );
+    s.auth(&["user", "show", "nobody"])
+        .run()
+        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+
+    // list: pages of two, in id order, `next: ID` while there are more.
+    let mut ids = vec![(alice.clone(), "Alice".to_string())];
+    for name in ["bob", "carol", "dave", "erin"] {
+        ids.push((s.create_user(name, "pw"), name.to_string()));
+    }
+    ids.sort();
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut run = s.auth(&["user", "list", "--limit", "2"]);
+        if let Some(c) = &cursor {
+            run = run.args(["--cursor", c]);
+        }
+        let out = run.run();
+        pages += 1;
+        cursor = None;
+        for line in out.ok().lines() {
+            if let Some(next) = line.strip_prefix("next: ") {
+                cursor = Some(next.to_string());
+                continue;
+            }
+            let fields: Vec<&str> = line.split('\t').collect();
+            assert_eq!(fields.len(), 3, "{line}");
+            assert!(fields[2].parse::<u64>().is_ok(), "{line}");
+            listed.push((fields[0].to_string(), fields[1].to_string()));
+        }
+        if cursor.is_none() {
+            break;
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(listed, ids);
+    assert_eq!(pages, 3);
+    s.auth(&["user", "list", "--limit", "0"])
+        .run()
+        .fails(USAGE, &["--limit"]);
+    // A closed stdout (`| head` that has exited) is reported, not a panic.
+    let mut child = s
+        .auth(&["user", "list"])
+        .into_command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(OTHER), "{stderr}");
+    assert!(
+        stderr.starts_with("hightower: write to stdout: Broken pipe"),
+        "{stderr}"
+    );
+
+    // delete: the user, its indexes and its keys.
+    let bob = ids.iter().find(|(_, n)| n == "bob").unwrap().0.clone();
+    let (key_id, token) = s.create_key("bob", "ci", &[]);
+    s.auth(&["key", "verify"])
+        .stdin(&format!("{token}\n"))
+        .run()
+        .ok();
+    s.auth(&["user", "delete", "BOB"])
+        .run()
+        .exactly(OK, "", &format!("deleted user {bob}\n"));
+    s.auth(&["key", "verify"])
+        .stdin(&format!("{token}\n"))
+        .run()
+        .exactly(DENIED, "", BAD_TOKEN);
+    for key in [
+        format!("auth/user/{bob}"),
+        "auth/user_by_name/bob".to_string(),
+        format!("auth/user_keys/{bob}"),
+        format!("auth/apikey/{key_id}"),
+    ] {
+        assert_eq!(s.raw(&key), None, "{key} is left");
+    }
+    s.auth(&["user", "delete", "bob"])
+        .run()
+        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+    s.auth(&["user", "verify", "bob"])
+        .stdin("pw\n")
+        .run()
+        .exactly(DENIED, "", BAD_CREDENTIALS);
+    // The name is free again.
+    s.create_user("Bob", "pw-2");
+}
+
+#[test]
+fn api_keys_create_verify_revoke_list_expire() {
+    let s = Store::new();
+    let user = s.create_user("keyholder", "pw");
+    let (key_id, token) = s.create_key(
+        "KeyHolder",
+        "deploy",
+        &["--scope", "kv:read", "--scope", "kv:write"],
+    );
+    s.auth(&["key", "verify"])
+        .stdin(&format!("{token}\n"))
+        .run()
+        .exactly(
+            OK,
+            &format!("user: {user}\nkey: {key_id}\nscopes: kv:read kv:write\n"),
+            "",
+        );
+    // A typo is caught by the checksum; garbage and an unknown key id look
+    // the same.
+    let mut typo = token.clone().into_bytes();
+    typo[30] = if typo[30] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo).unwrap();
+    for bad in [typo.as_str(), "hello", "hkv_AAAAAAAAAAAA_bad"] {
+        s.auth(&["key", "verify"])
+            .stdin(&format!("{bad}\n"))
+            .run()
+            .exactly(DENIED, "", BAD_TOKEN);
+    }
+    s.auth(&["key", "verify"])
+        .run()
+        .fails(USAGE, &["no token on stdin"]);
+    // Only a digest of the secret is stored.
+    let raw = s.raw(&format!("auth/apikey/{key_id}")).unwrap();
+    assert!(!raw.contains(secret_of(&token)), "{raw}");
+
+    // list: id, name, scopes, created, expires, revoked, last eight.
+    let out = s.auth(&["key", "list", "keyholder"]).run();
+    let fields: Vec<&str> = out.ok().trim_end().split('\t').collect();
+    assert_eq!(fields.len(), 7, "{}", out.describe());
+    assert_eq!(fields[..3], [key_id.as_str(), "deploy", "kv:read,kv:write"]);
+    assert!(fields[3].parse::<u64>().is_ok());
+    assert_eq!(fields[4..6], ["-", "-"]);
+    assert_eq!(fields[6], format!("...{}", &token[token.len() - 8..]));
+    assert!(!out.stdout.contains(secret_of(&token)));
+
+    // revoke
+    s.auth(&["key", "revoke", &key_id])
+        .run()
+        .exactly(OK, "", &format!("revoked key {key_id}\n"));
+    s.auth(&["key", "verify"])
+        .stdin(&format!("{token}\n"))
+        .run()
+        .exactly(DENIED, "", BAD_TOKEN);
+    let out = s.auth(&["key", "list", "keyholder"]).run();
+    let revoked = out.ok().trim_end().split('\t').nth(5).unwrap().to_string();
+    assert!(revoked.parse::<u64>().is_ok(), "{}", out.describe());
+    s.auth(&["key", "revoke", "nosuchkey123"]).run().exactly(
+        NOT_FOUND,
+        "",
+        "hightower: API key not found\n",
+    );
+
+    // expiry: valid now, refused once the time has passed (whole seconds:
+    // 5 s after the creation returned, the 4 s are over whatever the rounding).
+    let (_, short) = s.create_key("keyholder", "short", &["--expires-in", "4"]);
+    let created = Instant::now();
+    s.auth(&["key", "verify"])
+        .stdin(&format!("{short}\n"))
+        .run()
+        .code(OK);
+    let out = s.auth(&["key", "list", "keyholder"]).run();
+    let line = out.ok().lines().nth(1).unwrap().to_string();
+    let f: Vec<&str> = line.split('\t').collect();
+    let (made, expires): (u64, u64) = (f[3].parse().unwrap(), f[4].parse().unwrap());
+    assert!((made + 3..=made + 4).contains(&expires), "{line}");
+    thread::sleep(Duration::from_secs(5).saturating_sub(created.elapsed()));
+    s.auth(&["key", "verify"])
+        .stdin(&format!("{short}\n"))
+        .run()
+        .exactly(DENIED, "", BAD_TOKEN);
+
+    // Bad arguments.
+    s.auth(&["key", "create", "nobody", "--name", "x"])
+        .run()
+        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+    s.auth(&[
+        "key",
+        "create",
+        "keyholder",
+        "--name",
+        "x",
+        "--expires-in",
+        "0",
+    ])
+    .run()
+    .fails(USAGE, &["--expires-in"]);
+    s.auth(&[
+        "key",
+        "create",
+        "keyholder",
+        "--name",
+        "x",
+        "--scope",
+        "a b",
+    ])
+    .run()
+    .fails(USAGE, &["invalid argument"]);
+    s.auth(&["key", "list", "nobody"])
+        .run()
+        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+}
+
+/// Every command that handles a secret, at the most verbose log level, with
+/// the key-encryption key from the environment: no password, token, token
+/// secret or key reaches stderr.
+#[test]
+fn no_secret_reaches_stderr_even_at_trace() {
+    let s = Store::new();
+    let kek = "5a".repeat(32);
+    let ring = format!("1:{kek}");
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut run = s
+            .auth(args)
+            .env("HIGHTOWER_LOG", "trace")
+            .env("HIGHTOWER_AUTH_KEK", &ring);
+        if let Some(text) = stdin {
+            run = run.stdin(text);
+        }
+        run.run()
+    };
+    let meta = s.file("meta", "launch-codes-0000");
+    let meta_arg = meta.to_str().unwrap();
+    let mut stderr = String::new();
+    let out = run(
+        &["user", "create", "secretive", "--metadata-file", meta_arg],
+        Some("first-Pa55word\n"),
+    );
+    out.code(OK);
+    stderr += &out.stderr;
+    for (args, stdin, code) in [
+        (&["user", "verify", "secretive"][..], "first-Pa55word\n", OK),
+        (
+            &["user", "verify", "secretive"],
+            "second-Pa55word\n",
+            DENIED,
+        ),
+        (&["user", "verify", "unknown"], "second-Pa55word\n", DENIED),
+        (
+            &["user", "passwd", "secretive"],
+            "first-Pa55word\nsecond-Pa55word\n",
+            OK,
+        ),
+        (&["user", "show", "secretive"], "", OK),
+    ] {
+        let out = run(args, Some(stdin));
+        out.code(code);
+        stderr += &out.stderr;
+    }
+    let out = run(&["key", "create", "secretive", "--name", "ci"], None);
+    let token = token_line(out.ok());
+    stderr += &out.stderr;
+    for args in [&["key", "verify"][..], &["key", "list", "secretive"]] {
+        let out = run(args, Some(&format!("{token}\n")));
+        out.code(OK);
+        stderr += &out.stderr;
+    }
+    let mut typo = token.clone();
+    typo.replace_range(20..21, if &token[20..21] == "Q" { "R" } else { "Q" });
+    let out = run(&["key", "verify"], Some(&format!("{typo}\n")));
+    out.code(DENIED);
+    stderr += &out.stderr;
+
+    // Logging was on (the store logs its opening at info)...
+    assert!(stderr.contains("store opened"), "{stderr}");
+    // ...but WASI call tracing, which would print the random numbers the
+    // token secrets and data keys are made of, is capped.
+    assert!(!stderr.contains("get-random"), "{stderr}");
+    for secret in [
+        "first-Pa55word",
+        "second-Pa55word",
+        token.as_str(),
+        secret_of(&token),
+        &typo,
+        &kek,
+        &kek[..16],
+        "launch-codes",
+    ] {
+        assert!(!stderr.contains(secret), "{secret:?} in stderr:\n{stderr}");
+    }
+    // The key came from the environment: no key file.
+    assert!(!s.data.join("auth.kek").exists());
+
+    // Another key cannot decrypt the metadata: exit 5, no key in the message.
+    let other = "a5".repeat(32);
+    let out = s
+        .auth(&["user", "show", "secretive"])
+        .env("HIGHTOWER_AUTH_KEK", format!("1:{other}"))
+        .run();
+    out.fails(OTHER, &["crypto error: decryption failed"]);
+    assert!(!out.stderr.contains(&other[..16]) && !out.stderr.contains(&kek[..16]));
+    // A malformed key is a configuration error, and is not echoed.
+    let out = s
+        .auth(&["user", "show", "secretive"])
+        .env("HIGHTOWER_AUTH_KEK", format!("1:{}", &kek[..62]))
+        .run();
+    out.exactly(
+        USAGE,
+        "",
+        "hightower: auth key-encryption key: HIGHTOWER_AUTH_KEK: entry 1 is not <id>:<64 hex digits>\n",
+    );
+    // Rotation: a second, newer key; the old one still decrypts.
+    let out = s
+        .auth(&["user", "show", "secretive"])
+        .env("HIGHTOWER_AUTH_KEK", format!("1:{kek},2:{other}"))
+        .run();
+    assert!(out.ok().contains("metadata: launch-codes-0000"));
+}
+
+#[test]
+fn hashing_options_bcrypt_migration_rehash_and_bad_flags() {
+    let s = Store::new();
+    // The defaults: OWASP Argon2id parameters in a PHC string.
+    let out = s
+        .cli()
+        .args(["auth", "user", "create", "owasp"])
+        .stdin("pw-owasp\n")
+        .run();
+    let owasp = user_id_line(out.ok());
+    assert!(
+        s.password_hash(&owasp)
+            .starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+    );
+    s.cli()
+        .args(["auth", "user", "verify", "owasp"])
+        .stdin("pw-owasp\n")
+        .run()
+        .exactly(OK, &format!("{owasp}\n"), "");
+
+    // Usernames are case-folded, not just lowercased, on both sides.
+    let strasse = s.create_user("Straße", "pw-s");
+    s.auth(&["user", "verify", "STRASSE"])
+        .stdin("pw-s\n")
+        .run()
+        .exactly(OK, &format!("{strasse}\n"), "");
+
+    // bcrypt as the configured alternative, 71 bytes at most.
+    let out = s
+        .cli()
+        .args(["auth", "--bcrypt-cost", "10", "user", "create", "legacy"])
+        .stdin("pw-legacy\n")
+        .run();
+    let legacy = user_id_line(out.ok());
+    assert!(s.password_hash(&legacy).starts_with("$2b$10$"));
+    s.cli()
+        .args(["auth", "--bcrypt-cost", "10", "user", "create", "long"])
+        .stdin(&format!("{}\n", "b".repeat(72)))
+        .run()
+        .fails(USAGE, &["invalid password: longer than 71 bytes"]);
+    // A login with Argon2id configured migrates the hash...
+    s.auth(&["user", "verify", "legacy"])
+        .stdin("pw-legacy\n")
+        .run()
+        .exactly(OK, &format!("{legacy}\n"), "");
+    assert!(
+        s.password_hash(&legacy)
+            .starts_with("$argon2id$v=19$m=64,t=1,p=1$")
+    );
+    // ...and raised parameters rehash again; a failed login does not.
+    let raised = ["auth", "--argon2-m", "128", "--argon2-t", "2"];
+    let before = s.password_hash(&legacy);
+    s.cli()
+        .args(raised)
+        .args(["user", "verify", "legacy"])
+        .stdin("wrong\n")
+        .run()
+        .code(DENIED);
+    assert_eq!(s.password_hash(&legacy), before);
+    s.cli()
+        .args(raised)
+        .args(["user", "verify", "legacy"])
+        .stdin("pw-legacy\n")
+        .run()
+        .code(OK);
+    assert!(
+        s.password_hash(&legacy)
+            .starts_with("$argon2id$v=19$m=128,t=2,p=1$")
+    );
+
+    // Bad flags are refused before the data directory is created.
+    let fresh = Store::new();
+    for (flags, needle) in [
+        (&["--argon2-t", "0"][..], "--argon2-t: must be at least 1"),
+        (
+            &["--argon2-m", "4"],
+            "--argon2-m: 4 KiB is below 8 KiB per lane",
+        ),
+        (&["--argon2-m", "1048576"], "wasm.max_memory_bytes"),
+        (
+            &["--bcrypt-cost", "4"],
+            "--bcrypt-cost: 4 is not in 10..=31",
+        ),
+        (
+            &["--bcrypt-cost", "10", "--argon2-m", "64"],
+            "cannot be used with",
+        ),
+    ] {
+        fresh
+            .cli()
+            .arg("auth")
+            .args(flags)
+            .args(["user", "verify", "x"])
+            .stdin("pw\n")
+            .run()
+            .fails(USAGE, &[needle]);
+        assert!(!fresh.data.exists(), "{flags:?} created the data directory");
+    }
+
+    // A key file others can read is refused.
+    let key_file = s.data.join("auth.kek");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s.auth(&["user", "show", "owasp"])
+        .run()
+        .fails(USAGE, &["readable by group or others", "chmod 600"]);
+}
+
+/// Runs `hightower ARGS` on a pseudo-terminal (util-linux `script`), and
+/// answers each prompt once it has appeared. Returns the exit code and
+/// everything the terminal showed.
+fn on_terminal(s: &Store, args: &[&str], answers: &[(&str, &str)]) -> (i32, String) {
+    let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+    let mut command = vec![quote(BIN), "--data-dir".into()];
+    command.push(quote(s.data.to_str().unwrap()));
+    command.extend(["auth".to_string()]);
+    command.extend(FAST.iter().chain(args).map(|a| quote(a)));
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command.join(" "), "/dev/null"])
+        .current_dir(s.tmp.path())
+        .env_remove("HIGHTOWER_LOG")
+        .env_remove("HIGHTOWER_AUTH_KEK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run util-linux `script` (it gives the binary a terminal)");
+    let (tx, rx) = mpsc::channel();
+    let mut stdout = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let mut shown = String::new();
+    let mut seen = 0;
+    let mut stdin = child.stdin.take().unwrap();
+    for (prompt, answer) in answers {
+        loop {
+            if let Some(at) = shown[seen..].find(prompt) {
+                seen += at + prompt.len();
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(bytes) => shown.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("no prompt {prompt:?}; the terminal showed {shown:?}");
+                }
+            }
+        }
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!(
+                "`{}` hangs; the terminal showed {shown:?}",
+                command.join(" ")
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    drop(stdin);
+    while let Ok(bytes) = rx.recv_timeout(Duration::from_secs(10)) {
+        shown.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    (status.code().unwrap_or(-1), shown)
+}
+
+/// On a terminal, secrets are prompted for with echo off (a new password
+/// twice); nothing typed is shown.
+#[test]
+fn prompts_on_a_terminal_without_echo() {
+    let s = Store::new();
+    let (code, shown) = on_terminal(
+        &s,
+        &["user", "create", "tty-user"],
+        &[("Password: ", "tty-Secret-1"), ("Again: ", "tty-Secret-1")],
+    );
+    assert_eq!(code, OK, "{shown}");
+    assert!(!shown.contains("tty-Secret"), "{shown:?}");
+    let id = shown.lines().last().unwrap().trim().to_string();
+    assert_eq!(id.len(), 32, "{shown:?}");
+
+    let (code, shown) = on_terminal(
+        &s,
+        &["user", "verify", "tty-user"],
+        &[("Password: ", "tty-Secret-1")],
+    );
+    assert_eq!(code, OK, "{shown}");
+    assert!(
+        shown.contains(&id) && !shown.contains("tty-Secret"),
+        "{shown:?}"
+    );
+
+    let (code, shown) = on_terminal(
+        &s,
+        &["user", "passwd", "tty-user"],
+        &[
+            ("Current password: ", "tty-Secret-1"),
+            ("New password: ", "tty-Secret-2"),
+            ("Again: ", "tty-Secret-3"),
+        ],
+    );
+    assert_eq!(code, USAGE, "{shown}");
+    assert!(
+        shown.contains("hightower: the two passwords differ"),
+        "{shown:?}"
+    );
+    assert!(!shown.contains("tty-Secret"), "{shown:?}");
+
+    let (code, shown) = on_terminal(&s, &["key", "create", "tty-user", "--name", "t"], &[]);
+    assert_eq!(code, OK, "{shown}");
+    let token = shown.lines().last().unwrap().trim().to_string();
+    let (code, shown) = on_terminal(&s, &["key", "verify"], &[("Token: ", &token)]);
+    assert_eq!(code, OK, "{shown}");
+    assert!(shown.contains(&format!("user: {id}")), "{shown:?}");
+    assert!(!shown.contains(&token), "{shown:?}");
+}
