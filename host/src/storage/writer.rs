@@ -237,7 +237,8 @@ impl<'s> WriterGuard<'s> {
         ops.iter()
             .map(|&(key, _)| match self.writer.group.contains_key(key) {
                 true => Ok(None),
-                false => self.storage.lookup(key, &segments),
+                // No promotion: the key is about to get a newer entry anyway.
+                false => self.storage.newest_record(key, &segments),
             })
             .collect()
     }
