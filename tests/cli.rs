@@ -1544,11 +1544,18 @@ fn compact_and_inspect_show_and_reclaim_dead_space() {
 }
 
 #[test]
-fn compact_on_a_store_without_sealed_segments_says_so() {
+fn compact_seals_the_active_segment_and_an_empty_store_has_nothing_to_compact() {
     let store = Store::new();
-    store.run(["put", "k", "v"]).code(OK);
     store
         .run(["compact"])
-        .exactly(OK, b"nothing to compact: no sealed segment\n", "");
-    store.run(["get", "k"]).exactly(OK, b"v", "");
+        .exactly(OK, b"nothing to compact: the store is empty\n", "");
+    store.run(["put", "k", "v"]).code(OK);
+    store.run(["put", "k", "w"]).code(OK);
+    let report = json(store.run(["compact", "--json"]).code(OK));
+    assert_eq!(report["inputs"], serde_json::json!([1]), "{report}");
+    assert_eq!(report["records_kept"], 1, "{report}");
+    store.run(["get", "k"]).exactly(OK, b"w", "");
+    // Compacting a compacted store again changes nothing a reader sees.
+    store.run(["compact"]).code(OK);
+    store.run(["get", "k"]).exactly(OK, b"w", "");
 }

@@ -192,6 +192,11 @@ fn compaction_keeps_live_data_and_gives_back_the_space() {
     let next = engine.put(b"after", b"x").unwrap();
     assert!(next > version_before);
     engine.close().unwrap();
+    // The outputs carry the live key count, so the next open need not count.
+    assert!(
+        newest_count_is_known(tmp.path()),
+        "the newest metadata lost the key count"
+    );
     let engine = deterministic(config);
     assert_matches(&engine, &model_with(&model, b"after", b"x"), "after reopen");
     assert_eq!(engine.stats().storage.committed_version, next);
@@ -199,6 +204,26 @@ fn compaction_keeps_live_data_and_gives_back_the_space() {
     for i in (0..KEYS).step_by(3) {
         assert_eq!(engine.get(&key(i)).unwrap(), None, "key {i} came back");
     }
+}
+
+/// Whether the metadata of the highest-rank sealed segment records the
+/// store's live key count (bytes 20..24: rank; 72..80: count; see
+/// docs/format.md).
+fn newest_count_is_known(dir: &Path) -> bool {
+    let mut newest: Option<(u32, u64)> = None;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "meta") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let rank = u32::from_le_bytes(bytes[20..24].try_into().unwrap());
+        let count = u64::from_le_bytes(bytes[72..80].try_into().unwrap());
+        if newest.is_none_or(|(r, c)| rank > r || (rank == r && c == u64::MAX)) {
+            newest = Some((rank, count));
+        }
+    }
+    newest.is_some_and(|(_, count)| count != u64::MAX)
 }
 
 fn model_with(model: &Model, k: &[u8], v: &[u8]) -> Model {

@@ -81,9 +81,9 @@ enum CliCommand {
     /// Write or restore a snapshot: a checksummed image of the whole store.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
-    /// Compact every sealed segment now: copy their live records into new
-    /// segments, drop overwritten records and tombstones no longer needed,
-    /// and delete the old files. Prints what it did.
+    /// Compact everything now: seal the active segment, copy the live
+    /// records of every segment into new ones, drop overwritten records and
+    /// tombstones no longer needed, and delete the old files.
     Compact {
         #[arg(long)]
         json: bool,
@@ -273,7 +273,7 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                     serde_json::to_string_pretty(&report).expect("report serializes")
                 );
             } else if report.inputs.is_empty() {
-                println!("nothing to compact: no sealed segment");
+                println!("nothing to compact: the store is empty");
             } else {
                 println!(
                     "compacted {} segment(s) ({} bytes) into {} ({} bytes): {} records kept, {} tombstones dropped",

@@ -2,10 +2,12 @@
 //! segments and swaps them in, without blocking reads or writes.
 //!
 //! The policy ([`plan_compaction`]) is a pure function of the segments'
-//! sizes and dead bytes. The worker ([`Storage::compact`]):
+//! sizes and dead bytes. The worker ([`Storage::compact_all`] on demand,
+//! the maintenance round otherwise):
 //!
 //! 1. keeps each input record that is still its key's newest (a tombstone
-//!    only if a segment outside the run, not newer than it, may hold the key);
+//!    only if a segment outside the run, not newer than it, may hold the
+//!    key), and each record replaced only from the active segment;
 //! 2. writes them, in version order, to new segments with fresh ids, the
 //!    run's highest rank and the compacted flag (temporary name, fsync,
 //!    rename, directory fsync), ending with a marker that carries the run's
@@ -111,9 +113,13 @@ struct Kept {
 }
 
 impl Storage {
-    /// Compacts every sealed segment (on demand: `hightower compact`).
+    /// Compacts everything written so far (on demand: `hightower compact`):
+    /// seals the active segment (if it holds records) so that no record is
+    /// kept only because the active segment replaced it, then compacts
+    /// every sealed segment.
     pub fn compact_all(&self) -> Result<CompactionReport> {
         let _guard = self.maintenance_lock();
+        self.lock_writer().seal_active()?;
         self.build_pending_metas_locked()?;
         let inputs: Vec<u32> = self.segment_usage().iter().map(|u| u.id).collect();
         if inputs.is_empty() {
@@ -131,12 +137,15 @@ impl Storage {
             .max()
             .expect("a plan has inputs");
         let kept = self.live_records(&inputs, run_rank)?;
-        let (outputs, tombstones_dropped) =
-            (self.write_outputs(&inputs, &kept.0, run_rank), kept.1);
+        let mut created = Vec::new();
+        let (outputs, tombstones_dropped) = (
+            self.write_outputs(&inputs, &kept.0, run_rank, &mut created),
+            kept.1,
+        );
         let outputs = match outputs {
             Ok(outputs) => outputs,
             Err(err) => {
-                self.remove_unswapped_outputs();
+                self.remove_unswapped_outputs(&created);
                 return Err(err);
             }
         };
@@ -202,19 +211,34 @@ impl Storage {
             let meta = segment.meta().expect("inputs have metadata");
             for found in meta.entries() {
                 let found = found?;
-                let newest = self.newest_record(found.key, &table)?;
-                let Some(newest) =
-                    newest.filter(|n| n.segment_id == segment.id() && n.offset == found.offset)
-                else {
-                    continue;
+                let this = IndexEntry {
+                    version: found.version,
+                    segment_id: segment.id(),
+                    offset: found.offset,
+                    len: found.len,
+                    tombstone: found.tombstone,
                 };
-                if newest.tombstone
+                let newest = self.newest_record(found.key, &table)?;
+                if !newest.is_some_and(|n| n.same_record(&this)) {
+                    // Dead only if what replaced it is in a sealed segment.
+                    // A record replaced from the active segment stays until
+                    // that segment is sealed: the live key count recorded at
+                    // each seal, and the replay of the active segment on
+                    // open, both count it as the key's previous record.
+                    let replaced_in_sealed = newest.is_some_and(|n| {
+                        table.get(n.segment_id).is_some_and(|s| s.meta().is_some())
+                    });
+                    if replaced_in_sealed {
+                        continue;
+                    }
+                } else if this.tombstone
                     && !older_unsearchable
                     && !held_outside(&table, &input_ids, run_rank, found.key)?
                 {
-                    dropped.push((found.key.to_vec(), newest));
+                    dropped.push((found.key.to_vec(), this));
                     continue;
                 }
+                let newest = this;
                 let record = segment
                     .map
                     .read(found.offset, found.len, found.key, found.version)?;
@@ -239,7 +263,20 @@ impl Storage {
         inputs: &[Arc<Segment>],
         kept: &[Kept],
         run_rank: u32,
+        created: &mut Vec<u32>,
     ) -> Result<Vec<(Arc<Segment>, Vec<IndexEntry>)>> {
+        // The outputs stand where the run's newest segment stood: so does
+        // the store's live key count after them (for the next open).
+        let live_keys_after = inputs
+            .iter()
+            .filter(|s| s.header.rank == run_rank)
+            .map(|s| s.meta().unwrap().header().live_keys_after)
+            .find(|&count| count != crate::segment_meta::UNKNOWN_LIVE_KEYS)
+            .unwrap_or(crate::segment_meta::UNKNOWN_LIVE_KEYS);
+        let spec = OutputSpec {
+            run_rank,
+            live_keys_after,
+        };
         let max_version = inputs
             .iter()
             .map(|s| s.meta().unwrap().header().max_version)
@@ -263,29 +300,33 @@ impl Storage {
             if !pending.is_empty()
                 && pending.bytes.len() as u64 + len > self.config.segment_size_bytes
             {
-                outputs.push(self.finish_output(std::mem::take(&mut pending), run_rank, None)?);
+                let full = std::mem::take(&mut pending);
+                outputs.push(self.finish_output(full, &spec, None, created)?);
             }
             pending.push(record, key, value);
         }
         // The last output carries the run's counters, so they survive even
         // if its newest records were dropped.
-        outputs.push(self.finish_output(pending, run_rank, Some((max_version, max_log_index)))?);
+        let counters = Some((max_version, max_log_index));
+        outputs.push(self.finish_output(pending, &spec, counters, created)?);
         Ok(outputs)
     }
 
     fn finish_output(
         &self,
         mut output: OutputBuilder,
-        run_rank: u32,
+        spec: &OutputSpec,
         marker: Option<(u64, u64)>,
+        created: &mut Vec<u32>,
     ) -> Result<(Arc<Segment>, Vec<IndexEntry>)> {
         if let Some((version, log_index)) = marker.filter(|&(version, _)| version > 0) {
             encode_marker(&mut output.bytes, version, log_index);
         }
         let id = self.allocate_segment_id()?;
+        created.push(id);
         let header = SegmentHeader {
             id,
-            rank: run_rank,
+            rank: spec.run_rank,
             compacted: true,
         };
         output.bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&encode_header(header));
@@ -306,6 +347,9 @@ impl Storage {
         dir.sync()?;
         let map = MappedSegment::map(&file, id, 0)?;
         let segment = Segment::new(map, header);
+        segment
+            .live_keys_after
+            .store(spec.live_keys_after, Ordering::Relaxed);
         // Writing the metadata scans the output: every record is checked
         // once more before anything points at it.
         let meta = super::maintenance::write_meta(self, &segment)?;
@@ -330,19 +374,22 @@ impl Storage {
         Ok((segment, entries))
     }
 
-    /// After a failed compaction: removes output files not yet in the table.
-    fn remove_unswapped_outputs(&self) {
-        let in_table: Vec<u32> = self.segments().iter().map(|s| s.id()).collect();
-        for id in self.dir.segment_ids().unwrap_or_default() {
-            if in_table.contains(&id) {
-                continue;
-            }
-            let _ = self.dir.remove(&meta_file_name(id));
-            let _ = self.dir.remove(&segment_file_name(id));
-        }
-        for name in self.dir.file_names().unwrap_or_default() {
-            if name.ends_with(".log.tmp") || name.ends_with(".meta.tmp") {
-                let _ = self.dir.remove(&name);
+    /// After a failed compaction: removes the files of the outputs it
+    /// created (never another file: the writer may be creating a segment).
+    /// Best effort: whatever stays is removed or used by the next open.
+    fn remove_unswapped_outputs(&self, created: &[u32]) {
+        for &id in created {
+            let segment = segment_file_name(id);
+            let meta = meta_file_name(id);
+            for name in [
+                format!("{meta}.tmp"),
+                meta,
+                format!("{segment}.tmp"),
+                segment,
+            ] {
+                if self.dir.exists(&name) {
+                    let _ = self.dir.remove(&name);
+                }
             }
         }
         let _ = self.dir.sync();
@@ -404,6 +451,12 @@ fn held_outside(table: &SegmentTable, inputs: &[u32], run_rank: u32, key: &[u8])
         }
     }
     Ok(false)
+}
+
+/// What every output of one compaction shares.
+struct OutputSpec {
+    run_rank: u32,
+    live_keys_after: u64,
 }
 
 /// One output segment being assembled in memory.

@@ -368,6 +368,21 @@ impl<'s> WriterGuard<'s> {
         if empty || tail + bytes <= self.storage.config.segment_size_bytes {
             return Ok(());
         }
+        self.roll()
+    }
+
+    /// Seals the active segment now (if it holds any record) and starts the
+    /// next, so that everything written so far can be compacted.
+    pub fn seal_active(&mut self) -> Result<()> {
+        self.check_writable()?;
+        let tail = self.writer.active.write_pos() + self.writer.buf.len() as u64;
+        if tail == SEGMENT_HEADER_LEN as u64 {
+            return Ok(());
+        }
+        self.guarded(|this| this.roll())
+    }
+
+    fn roll(&mut self) -> Result<()> {
         self.write_buf()?;
         let storage = self.storage;
         let writer = &mut *self.writer;
