@@ -20,6 +20,8 @@
 //!   recovers a store that earlier recoveries produced.
 //!
 //! Set `HIGHTOWER_CRASH_SEED` to replay a failure; the seed is printed.
+//! Set `HIGHTOWER_CRASH_KEEP=DIR` to keep the stores (in `DIR/Always`,
+//! `DIR/Os`) for a post-mortem.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -565,7 +567,11 @@ fn crash_iterations(sync: SyncMode, iterations: u64) {
     eprintln!("crash test ({sync:?}): seed {seed}; replay with {SEED_ENV}={seed}");
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let dir: PathBuf = tmp.path().join("store");
+    // HIGHTOWER_CRASH_KEEP=DIR keeps the store in DIR for a post-mortem.
+    let dir: PathBuf = match std::env::var_os("HIGHTOWER_CRASH_KEEP") {
+        Some(keep) => PathBuf::from(keep).join(format!("{sync:?}")),
+        None => tmp.path().join("store"),
+    };
     let mut rng = Rng::new(seed);
     let mut model = Model::new();
     let mut totals = Totals::default();

@@ -254,6 +254,13 @@ impl Storage {
             }
         }
         kept.sort_unstable_by_key(|k| k.from.version);
+        // After a crash between a compaction's renames and the deletion of
+        // its newest input, a record exists twice with one rank (the output
+        // and the input). A twin that is the key's newest is kept once (the
+        // other is replaced by it); twins replaced from the active segment
+        // are both kept above: one copy is enough. A version names exactly
+        // one record.
+        kept.dedup_by_key(|k| k.from.version);
         Ok((kept, dropped))
     }
 
