@@ -19,6 +19,7 @@ use clap::{Args, Subcommand};
 use hightower::auth::{
     Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KekError, KeyRing, KeySource,
 };
+use hightower::config::AuthConfig;
 use hightower::wasm::WasmRuntime;
 use hightower::{Config, Error, KvEngine};
 
@@ -111,34 +112,67 @@ const MAX_EXPIRES_IN_SECS: u64 = 100 * 366 * 24 * 3600;
 
 /// The hasher the flags ask for, checked here (exit 2, before the data
 /// directory is opened) with the rules the component applies.
-fn hasher_from_args(args: &AuthArgs, max_memory_bytes: u64) -> Result<Hasher, String> {
-    if let Some(cost) = args.bcrypt_cost {
+/// The flags override the config file's `[auth]` table; an error names
+/// whichever of the two set the bad value.
+fn hasher_from_args(
+    args: &AuthArgs,
+    config: &AuthConfig,
+    max_memory_bytes: u64,
+) -> Result<Hasher, String> {
+    let pick =
+        |flag: Option<u32>, flag_name: &'static str, value: u32, field: &'static str| match flag {
+            Some(given) => (given, flag_name),
+            None => (value, field),
+        };
+    let argon2_flags =
+        args.argon2_m.is_some() || args.argon2_t.is_some() || args.argon2_p.is_some();
+    let bcrypt = match args.bcrypt_cost {
+        Some(cost) => Some((cost, "--bcrypt-cost")),
+        None if config.bcrypt_cost != 0 && !argon2_flags => {
+            Some((config.bcrypt_cost, "auth.bcrypt_cost"))
+        }
+        None => None,
+    };
+    if let Some((cost, name)) = bcrypt {
         if !(10..=31).contains(&cost) {
-            return Err(format!("--bcrypt-cost: {cost} is not in 10..=31"));
+            return Err(format!("{name}: {cost} is not in 10..=31"));
         }
         return Ok(Hasher::Bcrypt(cost));
     }
-    let d = Argon2Params::default();
-    let params = Argon2Params {
-        m_kib: args.argon2_m.unwrap_or(d.m_kib),
-        t: args.argon2_t.unwrap_or(d.t),
-        p: args.argon2_p.unwrap_or(d.p),
-    };
+    let (m_kib, m_name) = pick(
+        args.argon2_m,
+        "--argon2-m",
+        config.argon2_m_kib,
+        "auth.argon2_m_kib",
+    );
+    let (t, t_name) = pick(
+        args.argon2_t,
+        "--argon2-t",
+        config.argon2_t,
+        "auth.argon2_t",
+    );
+    let (p, p_name) = pick(
+        args.argon2_p,
+        "--argon2-p",
+        config.argon2_p,
+        "auth.argon2_p",
+    );
+    let params = Argon2Params { m_kib, t, p };
     if params.t == 0 {
-        return Err("--argon2-t: must be at least 1".into());
+        return Err(format!("{t_name}: must be at least 1"));
     }
     if !(1..=0xFF_FFFF).contains(&params.p) {
-        return Err(format!("--argon2-p: {} is not in 1..=16777215", params.p));
+        return Err(format!("{p_name}: {} is not in 1..=16777215", params.p));
     }
     if (params.m_kib as u64) < 8 * params.p as u64 {
         return Err(format!(
-            "--argon2-m: {} KiB is below 8 KiB per lane ({} lanes)",
+            "{m_name}: {} KiB is below 8 KiB per lane ({} lanes)",
             params.m_kib, params.p
         ));
     }
     if params.m_kib as u64 * 1024 >= max_memory_bytes {
         return Err(format!(
-            "--argon2-m: {} KiB does not fit the sandbox's memory limit of {} bytes \
+            "{m_name}: {} KiB does not fit the sandbox's memory limit of {} bytes \
              (wasm.max_memory_bytes in the config file)",
             params.m_kib, max_memory_bytes
         ));
@@ -147,7 +181,7 @@ fn hasher_from_args(args: &AuthArgs, max_memory_bytes: u64) -> Result<Hasher, St
 }
 
 pub fn run(config: Config, args: AuthArgs) -> Result<ExitCode, Error> {
-    let hasher = match hasher_from_args(&args, config.wasm.max_memory_bytes) {
+    let hasher = match hasher_from_args(&args, &config.auth, config.wasm.max_memory_bytes) {
         Ok(hasher) => hasher,
         Err(message) => return Ok(usage(&message)),
     };
@@ -466,9 +500,43 @@ mod tests {
         auth: AuthArgs,
     }
 
-    fn hasher(flags: &[&str]) -> Result<Hasher, String> {
+    fn hasher_with(flags: &[&str], config: &AuthConfig) -> Result<Hasher, String> {
         let argv = ["auth"].iter().chain(flags).chain(&["key", "verify"]);
-        hasher_from_args(&Cli::try_parse_from(argv).unwrap().auth, 64 << 20)
+        hasher_from_args(&Cli::try_parse_from(argv).unwrap().auth, config, 64 << 20)
+    }
+
+    fn hasher(flags: &[&str]) -> Result<Hasher, String> {
+        hasher_with(flags, &AuthConfig::default())
+    }
+
+    #[test]
+    fn the_config_file_sets_the_hashing_and_flags_override_it() {
+        let config = AuthConfig {
+            argon2_m_kib: 1024,
+            argon2_t: 3,
+            ..AuthConfig::default()
+        };
+        let params = |m_kib, t| Ok(Hasher::Argon2id(Argon2Params { m_kib, t, p: 1 }));
+        assert_eq!(hasher_with(&[], &config), params(1024, 3));
+        assert_eq!(hasher_with(&["--argon2-t", "1"], &config), params(1024, 1));
+        let bcrypt = AuthConfig {
+            bcrypt_cost: 12,
+            ..AuthConfig::default()
+        };
+        assert_eq!(hasher_with(&[], &bcrypt), Ok(Hasher::Bcrypt(12)));
+        assert_eq!(hasher_with(&["--argon2-m", "64"], &bcrypt), params(64, 2));
+        let bad = AuthConfig {
+            argon2_t: 0,
+            ..AuthConfig::default()
+        };
+        let err = hasher_with(&[], &bad).unwrap_err();
+        assert!(err.starts_with("auth.argon2_t:"), "{err}");
+        let bad_cost = AuthConfig {
+            bcrypt_cost: 3,
+            ..AuthConfig::default()
+        };
+        let err = hasher_with(&[], &bad_cost).unwrap_err();
+        assert!(err.starts_with("auth.bcrypt_cost:"), "{err}");
     }
 
     #[test]
