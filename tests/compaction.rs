@@ -392,3 +392,46 @@ fn a_failure_at_any_compaction_step_loses_nothing() {
         }
     }
 }
+
+/// Not a timing: the space a store takes after every key was written three
+/// times and compacted, against its live records, printed for the README and
+/// checked against a generous bound (the exact figures are in the bench).
+#[test]
+fn space_after_three_overwrites_and_compaction() {
+    const KEYS: u64 = 20_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        sync: SyncMode::Os,
+        segment_size_bytes: 1 << 20,
+        ..Config::new(tmp.path())
+    };
+    let engine = deterministic(config);
+    let value = [7u8; 100];
+    for _round in 0..3 {
+        for i in 0..KEYS {
+            engine.put(format!("{i:016}").as_bytes(), &value).unwrap();
+        }
+    }
+    engine.compact().unwrap();
+    let stats = engine.stats().storage;
+    let live_records = KEYS * (28 + 16 + 100);
+    let (mut segment_bytes, mut meta_bytes) = (0u64, 0u64);
+    for entry in std::fs::read_dir(tmp.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let len = std::fs::metadata(&path).unwrap().len();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("log") => segment_bytes += len,
+            Some("meta") => meta_bytes += len,
+            _ => {}
+        }
+    }
+    eprintln!(
+        "space: segments {:.3}x, with metadata {:.3}x of live records; disk_bytes {} live_bytes {}",
+        segment_bytes as f64 / live_records as f64,
+        (segment_bytes + meta_bytes) as f64 / live_records as f64,
+        stats.disk_bytes,
+        stats.live_bytes
+    );
+    assert!(segment_bytes < live_records * 11 / 10, "segments alone within 1.1x");
+    assert_eq!(stats.live_bytes, live_records, "every live record counted once");
+}
