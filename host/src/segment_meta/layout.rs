@@ -2,32 +2,29 @@
 //!
 //! ```text
 //! header   128 bytes (below), CRC32 over bytes 0..120 at 120
-//! table    entries sorted by key, newest record per key in the segment:
-//!          key_len u16 | kind u8 (1 put, 2 tombstone) | offset u32 | len u32
-//!          | version u64 | key
-//! blocks   one 12-byte pointer per block of ENTRIES_PER_BLOCK table entries:
-//!          table offset u32 | CRC32 of the block's bytes u32 | fence offset u32
-//! fences   the first key of every block: key_len u16 | key (the sparse index)
+//! table    one u32 per key, the offset of the key's newest record in the
+//!          segment, sorted by the record's key
+//! fences   per block of ENTRIES_PER_BLOCK entries, the offset (u32, within
+//!          the fence keys) of its first key
+//! keys     the first key of every block: key_len u16 | key
 //! bloom    the Bloom filter's bits (see bloom.rs)
 //! ```
-//! The CRC at header byte 124 covers block pointers, fences and Bloom
-//! filter, checked when the file is loaded; a table block is checked when it
-//! is read.
+//! The table holds no keys, versions or lengths: they are in the records,
+//! read (and checksummed) from the segment when needed. That keeps the
+//! metadata at about 7 bytes per key. The CRC at header byte 124 covers
+//! everything after the header and is checked when the file is loaded.
 
 use crate::error::Corruption;
 
 pub const META_MAGIC: [u8; 8] = *b"HTKVMETA";
-pub const META_FORMAT_VERSION: u32 = 1;
+pub const META_FORMAT_VERSION: u32 = 2;
 pub const META_HEADER_LEN: usize = 128;
-/// Table entries per block: a lookup reads and checks one block.
+/// Table entries per block: the sparse index has one key per block.
 pub const ENTRIES_PER_BLOCK: u32 = 16;
-pub const TABLE_ENTRY_HEADER_LEN: usize = 19;
-pub const BLOCK_POINTER_LEN: usize = 12;
+pub const TABLE_ENTRY_LEN: usize = 4;
+pub const FENCE_POINTER_LEN: usize = 4;
 /// `live_keys_after` when it is not known (a file rebuilt after a crash).
 pub const UNKNOWN_LIVE_KEYS: u64 = u64::MAX;
-
-const KIND_PUT: u8 = 1;
-const KIND_TOMBSTONE: u8 = 2;
 
 /// Everything in a metadata header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +54,8 @@ pub struct MetaHeader {
     pub tombstone_bytes: u64,
 }
 
-/// One table entry: the newest record of `key` in the segment.
+/// One table entry, completed from its record: the newest record of `key`
+/// in the segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetaEntry<'a> {
     pub key: &'a [u8],
@@ -71,7 +69,7 @@ pub fn segment_tail_crc(segment: &[u8]) -> u32 {
     crc32fast::hash(&segment[segment.len().saturating_sub(4096)..])
 }
 
-pub fn encode_header(h: &MetaHeader, sections_crc: u32) -> [u8; META_HEADER_LEN] {
+pub fn encode_header(h: &MetaHeader, body_crc: u32) -> [u8; META_HEADER_LEN] {
     let mut b = [0u8; META_HEADER_LEN];
     b[0..8].copy_from_slice(&META_MAGIC);
     b[8..12].copy_from_slice(&META_FORMAT_VERSION.to_le_bytes());
@@ -94,11 +92,11 @@ pub fn encode_header(h: &MetaHeader, sections_crc: u32) -> [u8; META_HEADER_LEN]
     b[112..120].copy_from_slice(&h.tombstone_bytes.to_le_bytes());
     let crc = crc32fast::hash(&b[0..120]);
     b[120..124].copy_from_slice(&crc.to_le_bytes());
-    b[124..128].copy_from_slice(&sections_crc.to_le_bytes());
+    b[124..128].copy_from_slice(&body_crc.to_le_bytes());
     b
 }
 
-/// Decodes and checks a header; returns it with the sections' CRC.
+/// Decodes and checks a header; returns it with the body's CRC.
 pub fn decode_header(bytes: &[u8], file: &str) -> Result<(MetaHeader, u32), Corruption> {
     let bad = |offset: u64, reason: String| Corruption {
         file: file.to_string(),
@@ -118,7 +116,7 @@ pub fn decode_header(bytes: &[u8], file: &str) -> Result<(MetaHeader, u32), Corr
     if version != META_FORMAT_VERSION {
         return Err(bad(
             8,
-            format!("metadata format version {version} is not 1"),
+            format!("metadata format version {version} is not {META_FORMAT_VERSION}"),
         ));
     }
     let flags = u32_at(bytes, 12);
@@ -146,64 +144,25 @@ pub fn decode_header(bytes: &[u8], file: &str) -> Result<(MetaHeader, u32), Corr
         put_bytes: u64_at(bytes, 104),
         tombstone_bytes: u64_at(bytes, 112),
     };
-    // The first keys between block pointers and Bloom filter have no
-    // length field: at least 2 bytes per block.
+    // The fence keys have no length field: at least 2 bytes per block.
     let min_len = META_HEADER_LEN as u64
         + header.table_len
-        + u64::from(header.blocks) * (BLOCK_POINTER_LEN as u64 + 2)
+        + u64::from(header.blocks) * (FENCE_POINTER_LEN as u64 + 2)
         + header.bloom_len;
-    if min_len > bytes.len() as u64 {
+    let consistent = header.table_len == header.entries * TABLE_ENTRY_LEN as u64
+        && u64::from(header.blocks) == header.entries.div_ceil(u64::from(ENTRIES_PER_BLOCK))
+        && (1..=30).contains(&header.bloom_hash_count)
+        && header.bloom_len >= 8;
+    if !consistent || min_len > bytes.len() as u64 {
         return Err(bad(
-            0,
+            36,
             format!(
-                "metadata file is {} bytes, its header describes at least {min_len}",
+                "inconsistent metadata header ({} bytes in the file, at least {min_len} described)",
                 bytes.len()
             ),
         ));
     }
-    if u64::from(header.blocks) != header.entries.div_ceil(u64::from(ENTRIES_PER_BLOCK))
-        || !(1..=30).contains(&header.bloom_hash_count)
-        || header.bloom_len < 8
-    {
-        return Err(bad(36, "inconsistent metadata header".into()));
-    }
     Ok((header, u32_at(bytes, 124)))
-}
-
-pub fn encode_entry(out: &mut Vec<u8>, entry: &MetaEntry<'_>) {
-    out.extend_from_slice(&(entry.key.len() as u16).to_le_bytes());
-    out.push(if entry.tombstone {
-        KIND_TOMBSTONE
-    } else {
-        KIND_PUT
-    });
-    out.extend_from_slice(&entry.offset.to_le_bytes());
-    out.extend_from_slice(&entry.len.to_le_bytes());
-    out.extend_from_slice(&entry.version.to_le_bytes());
-    out.extend_from_slice(entry.key);
-}
-
-/// Decodes the entry at `at` of a (checked) block; `None` if malformed.
-pub fn decode_entry(table: &[u8], at: usize) -> Option<(MetaEntry<'_>, usize)> {
-    let head = table.get(at..at + TABLE_ENTRY_HEADER_LEN)?;
-    let key_len = u16::from_le_bytes([head[0], head[1]]) as usize;
-    let tombstone = match head[2] {
-        KIND_PUT => false,
-        KIND_TOMBSTONE => true,
-        _ => return None,
-    };
-    let end = at + TABLE_ENTRY_HEADER_LEN + key_len;
-    let key = table.get(at + TABLE_ENTRY_HEADER_LEN..end)?;
-    Some((
-        MetaEntry {
-            key,
-            offset: u32_at(head, 3),
-            len: u32_at(head, 7),
-            version: u64_at(head, 11),
-            tombstone,
-        },
-        end,
-    ))
 }
 
 pub fn u32_at(bytes: &[u8], at: usize) -> u32 {

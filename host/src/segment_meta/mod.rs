@@ -1,15 +1,16 @@
-//! Per-segment metadata: a table of `key -> (offset, length, version,
-//! tombstone)` sorted by key, block pointers with each block's first key
-//! (the sparse index), and a Bloom filter. Written when a segment is sealed
-//! or written by compaction, so that a key that is not in the hot index can
-//! be found without the segment being scanned, and so that a restart need
-//! not replay the log.
+//! Per-segment metadata: the segment's keys in sorted order (as offsets of
+//! their newest records), a sparse index of every 16th key, and a Bloom
+//! filter. Written when a segment is sealed or written by compaction, so
+//! that a key that is not in the hot index can be found without the
+//! segment being scanned, and so that a restart need not replay the log.
 //!
-//! The file is memory-mapped. Opening it checks the header, that it
-//! describes this very segment file (length and a CRC of its tail), and the
-//! CRC over the block pointers, first keys and Bloom filter; a table block is
-//! checked when a lookup reads it. Metadata that is missing or fails a check
-//! is rebuilt from the segment by the caller.
+//! The table holds only record offsets: keys, versions and lengths are
+//! read from the records themselves, whose checksums are verified on every
+//! such read, so damage in the segment is an error, never a silent miss.
+//! The file is memory-mapped; opening it checks the header, that it
+//! describes this very segment file (length and a CRC of its tail), and one
+//! CRC over everything after the header. Metadata that is missing or fails
+//! a check is rebuilt from the segment by the caller.
 
 mod bloom;
 mod layout;
@@ -19,14 +20,14 @@ use std::fs::File;
 use memmap2::Mmap;
 
 use layout::{
-    BLOCK_POINTER_LEN, ENTRIES_PER_BLOCK, META_HEADER_LEN, decode_entry, decode_header,
-    encode_entry, encode_header, segment_tail_crc, u32_at,
+    ENTRIES_PER_BLOCK, FENCE_POINTER_LEN, META_HEADER_LEN, TABLE_ENTRY_LEN, decode_header,
+    encode_header, segment_tail_crc, u32_at,
 };
 pub use layout::{MetaEntry, MetaHeader, UNKNOWN_LIVE_KEYS};
 
 use crate::data_dir::DataDir;
 use crate::error::{Corruption, Error, IoContext, Result};
-use crate::log_segment::{RecordKind, SegmentHeader, scan_segment};
+use crate::log_segment::{Decoded, RecordKind, SegmentHeader, decode_record, scan_segment};
 
 /// `seg-0000000042.meta`.
 pub fn meta_file_name(segment_id: u32) -> String {
@@ -96,20 +97,17 @@ fn encode(
 ) -> Vec<u8> {
     let hash_count = bloom::hash_count(spec.bloom_bits_per_key);
     let mut bloom_bits = vec![0u8; bloom::filter_len(entries.len(), spec.bloom_bits_per_key)];
-    let mut table = Vec::new();
-    let mut pointers = Vec::new();
+    let mut table = Vec::with_capacity(entries.len() * TABLE_ENTRY_LEN);
+    let mut fence_pointers = Vec::new();
     let mut fences = Vec::new();
     for block in entries.chunks(ENTRIES_PER_BLOCK as usize) {
-        let start = table.len();
-        for entry in block {
-            encode_entry(&mut table, entry);
-            bloom::insert(&mut bloom_bits, hash_count, bloom::key_hash(entry.key));
-        }
-        pointers.extend_from_slice(&(start as u32).to_le_bytes());
-        pointers.extend_from_slice(&crc32fast::hash(&table[start..]).to_le_bytes());
-        pointers.extend_from_slice(&(fences.len() as u32).to_le_bytes());
+        fence_pointers.extend_from_slice(&(fences.len() as u32).to_le_bytes());
         fences.extend_from_slice(&(block[0].key.len() as u16).to_le_bytes());
         fences.extend_from_slice(block[0].key);
+        for entry in block {
+            table.extend_from_slice(&entry.offset.to_le_bytes());
+            bloom::insert(&mut bloom_bits, hash_count, bloom::key_hash(entry.key));
+        }
     }
     let header = MetaHeader {
         segment_id: spec.header.id,
@@ -129,15 +127,15 @@ fn encode(
         put_bytes: sum_len(entries, false),
         tombstone_bytes: sum_len(entries, true),
     };
-    let mut sections = crc32fast::Hasher::new();
-    for part in [&pointers, &fences, &bloom_bits] {
-        sections.update(part);
+    let mut body = crc32fast::Hasher::new();
+    for part in [&table, &fence_pointers, &fences, &bloom_bits] {
+        body.update(part);
     }
     let mut out = Vec::with_capacity(
-        META_HEADER_LEN + table.len() + pointers.len() + fences.len() + bloom_bits.len(),
+        META_HEADER_LEN + table.len() + fence_pointers.len() + fences.len() + bloom_bits.len(),
     );
-    out.extend_from_slice(&encode_header(&header, sections.finalize()));
-    for part in [&table, &pointers, &fences, &bloom_bits] {
+    out.extend_from_slice(&encode_header(&header, body.finalize()));
+    for part in [&table, &fence_pointers, &fences, &bloom_bits] {
         out.extend_from_slice(part);
     }
     out
@@ -161,12 +159,14 @@ enum Backing {
     Heap(Vec<u8>),
 }
 
-/// A loaded, checked metadata file.
+/// A loaded, checked metadata file. Its lookups take the bytes of the
+/// segment it describes.
 pub struct SegmentMeta {
     file: String,
+    segment_file: String,
     bytes: Backing,
     header: MetaHeader,
-    pointers_start: usize,
+    fence_pointers_start: usize,
     fences_start: usize,
     bloom_start: usize,
 }
@@ -211,7 +211,7 @@ impl SegmentMeta {
             Backing::Map(map) => &map[..],
             Backing::Heap(vec) => &vec[..],
         };
-        let (header, sections_crc) = decode_header(raw, &file).map_err(Error::Corruption)?;
+        let (header, body_crc) = decode_header(raw, &file).map_err(Error::Corruption)?;
         let describes_segment = header.segment_id == expected.id
             && header.segment_rank == expected.rank
             && header.segment_compacted == expected.compacted
@@ -225,50 +225,53 @@ impl SegmentMeta {
                     .into(),
             ));
         }
-        let pointers_start = META_HEADER_LEN + header.table_len as usize;
-        let fences_start = pointers_start + header.blocks as usize * BLOCK_POINTER_LEN;
-        let bloom_start = raw.len() - header.bloom_len as usize;
-        if fences_start > bloom_start || crc32fast::hash(&raw[pointers_start..]) != sections_crc {
+        if crc32fast::hash(&raw[META_HEADER_LEN..]) != body_crc {
             return Err(corrupt(
                 &file,
-                pointers_start as u64,
-                "metadata index or Bloom filter checksum mismatch".into(),
+                META_HEADER_LEN as u64,
+                "metadata checksum mismatch".into(),
             ));
         }
+        let fence_pointers_start = META_HEADER_LEN + header.table_len as usize;
+        let fences_start = fence_pointers_start + header.blocks as usize * FENCE_POINTER_LEN;
         let meta = SegmentMeta {
+            segment_file: crate::log_segment::segment_file_name(expected.id),
             file,
+            bloom_start: raw.len() - header.bloom_len as usize,
             bytes,
             header,
-            pointers_start,
+            fence_pointers_start,
             fences_start,
-            bloom_start,
         };
-        meta.check_block_pointers()?;
+        meta.check_structure(segment.len())?;
         Ok(meta)
     }
 
-    /// Block pointers and first keys are covered by a checksum, but they
-    /// must also be in range and in order before a search trusts them.
-    fn check_block_pointers(&self) -> Result<()> {
+    /// The checksum holds, but a search also needs offsets inside the
+    /// segment and fences in order.
+    fn check_structure(&self, segment_len: usize) -> Result<()> {
+        let bad = |at: usize, reason: &str| corrupt(&self.file, at as u64, reason.into());
+        if self.fences_start > self.bloom_start {
+            return Err(bad(self.fence_pointers_start, "metadata sections overlap"));
+        }
+        for entry in 0..self.header.entries as usize {
+            if self.offset(entry) as usize >= segment_len {
+                return Err(bad(
+                    META_HEADER_LEN + entry * TABLE_ENTRY_LEN,
+                    "record offset past the segment",
+                ));
+            }
+        }
         let mut previous: Option<&[u8]> = None;
-        let mut previous_start = 0;
         for block in 0..self.header.blocks as usize {
-            let (start, end) = self.block_range(block);
             let fence = self.fence(block);
-            let ordered = previous.is_none_or(|p| fence.is_some_and(|f| p < f));
-            if start < previous_start
-                || end > self.header.table_len as usize
-                || start >= end
-                || !ordered
-            {
-                return Err(corrupt(
-                    &self.file,
-                    (self.pointers_start + block * BLOCK_POINTER_LEN) as u64,
-                    "metadata block pointers out of order or range".into(),
+            if fence.is_none() || previous.is_some_and(|p| fence.is_some_and(|f| p >= f)) {
+                return Err(bad(
+                    self.fence_pointers_start + block * FENCE_POINTER_LEN,
+                    "metadata fences out of order or range",
                 ));
             }
             previous = fence;
-            previous_start = start;
         }
         Ok(())
     }
@@ -288,19 +291,14 @@ impl SegmentMeta {
         &self.file
     }
 
-    /// The encoded file, to write a repaired copy to disk.
-    pub fn encoded(&self) -> &[u8] {
-        self.raw()
-    }
-
     /// Size of the metadata file.
     pub fn file_len(&self) -> u64 {
         self.raw().len() as u64
     }
 
-    /// Bytes a lookup keeps hot: block pointers, first keys and Bloom filter.
+    /// Bytes a lookup keeps hot: fences and Bloom filter.
     pub fn index_bytes(&self) -> u64 {
-        (self.raw().len() - self.pointers_start) as u64
+        (self.raw().len() - self.fence_pointers_start) as u64
     }
 
     /// `false`: the key is certainly not in the segment.
@@ -312,48 +310,114 @@ impl SegmentMeta {
         )
     }
 
-    /// The newest record of `key` in the segment, if any.
-    pub fn find(&self, key: &[u8], key_hash: u64) -> Result<Option<MetaEntry<'_>>> {
+    /// The newest record of `key` in `segment` (the file this describes).
+    pub fn find<'s>(
+        &self,
+        segment: &'s [u8],
+        key: &[u8],
+        key_hash: u64,
+    ) -> Result<Option<MetaEntry<'s>>> {
         if !self.may_contain(key_hash) {
             return Ok(None);
         }
         let Some(block) = self.block_for(key) else {
             return Ok(None);
         };
-        for entry in self.block_entries(block)? {
+        // Binary search within the block (at most 16 entries, 4 reads).
+        let (mut lo, mut hi) = self.block_entries(block);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let entry = self.entry(segment, mid)?;
             match entry.key.cmp(key) {
-                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Equal => return Ok(Some(entry)),
-                std::cmp::Ordering::Greater => break,
+                std::cmp::Ordering::Greater => hi = mid,
             }
         }
         Ok(None)
     }
 
-    /// Entries with keys `>= start`, in key order, each block checked before
-    /// it is used. Stops at the first damaged block with its error.
-    pub fn entries_from<'m>(
-        &'m self,
+    /// Entries with keys `>= start`, in key order. Each record is read and
+    /// checked; the iteration stops at the first damaged one with its error.
+    pub fn entries_from<'s>(
+        &'s self,
+        segment: &'s [u8],
         start: &[u8],
-    ) -> impl Iterator<Item = Result<MetaEntry<'m>>> + 'm {
-        let first_block = self.block_for(start).unwrap_or(0);
+    ) -> impl Iterator<Item = Result<MetaEntry<'s>>> + 's {
+        let first = match self.block_for(start) {
+            Some(block) => self.block_entries(block).0,
+            None => 0,
+        };
         let start = start.to_vec();
-        (first_block..self.header.blocks as usize)
-            .flat_map(move |block| match self.block_entries(block) {
-                Ok(entries) => entries.into_iter().map(Ok).collect::<Vec<_>>(),
-                Err(err) => vec![Err(err)],
-            })
+        (first..self.header.entries as usize)
+            .map(move |i| self.entry(segment, i))
             .filter(move |entry| entry.as_ref().map_or(true, |e| e.key >= start.as_slice()))
     }
 
     /// Every entry in key order.
-    pub fn entries(&self) -> impl Iterator<Item = Result<MetaEntry<'_>>> + '_ {
-        self.entries_from(&[])
+    pub fn entries<'s>(
+        &'s self,
+        segment: &'s [u8],
+    ) -> impl Iterator<Item = Result<MetaEntry<'s>>> + 's {
+        self.entries_from(segment, &[])
     }
 
-    /// Checks every table block (what `verify` does; lookups check lazily).
-    pub fn verify_all_blocks(&self) -> Result<()> {
-        (0..self.header.blocks as usize).try_for_each(|block| self.block_entries(block).map(drop))
+    /// Reads every entry's record (what `verify` does; lookups read one
+    /// block's worth).
+    pub fn verify_entries(&self, segment: &[u8]) -> Result<()> {
+        let mut previous: Option<&[u8]> = None;
+        for entry in self.entries(segment) {
+            let entry = entry?;
+            if previous.is_some_and(|p| p >= entry.key) {
+                return Err(corrupt(
+                    &self.file,
+                    META_HEADER_LEN as u64,
+                    "metadata table out of key order".into(),
+                ));
+            }
+            previous = Some(entry.key);
+        }
+        Ok(())
+    }
+
+    /// Entry `i`, completed from its record in `segment`.
+    fn entry<'s>(&self, segment: &'s [u8], i: usize) -> Result<MetaEntry<'s>> {
+        let offset = self.offset(i);
+        match decode_record(segment, offset as usize) {
+            Decoded::Record(record) if record.kind != RecordKind::Marker => Ok(MetaEntry {
+                key: record.key,
+                offset,
+                len: record.len as u32,
+                version: record.version,
+                tombstone: record.kind == RecordKind::Tombstone,
+            }),
+            Decoded::Record(_) => Err(corrupt(
+                &self.file,
+                (META_HEADER_LEN + i * TABLE_ENTRY_LEN) as u64,
+                "metadata names a marker record".into(),
+            )),
+            Decoded::End => Err(corrupt(
+                &self.segment_file,
+                u64::from(offset),
+                "metadata names the end of the log".into(),
+            )),
+            Decoded::Invalid(reason) => Err(corrupt(
+                &self.segment_file,
+                u64::from(offset),
+                reason.into(),
+            )),
+        }
+    }
+
+    fn offset(&self, i: usize) -> u32 {
+        u32_at(self.raw(), META_HEADER_LEN + i * TABLE_ENTRY_LEN)
+    }
+
+    /// Entries `lo..hi` of a block.
+    fn block_entries(&self, block: usize) -> (usize, usize) {
+        let lo = block * ENTRIES_PER_BLOCK as usize;
+        let hi = (lo + ENTRIES_PER_BLOCK as usize).min(self.header.entries as usize);
+        (lo, hi)
     }
 
     /// The last block whose first key is `<= key`.
@@ -371,51 +435,12 @@ impl SegmentMeta {
         lo.checked_sub(1)
     }
 
-    fn pointer(&self, block: usize) -> (usize, u32, usize) {
-        let at = self.pointers_start + block * BLOCK_POINTER_LEN;
-        let raw = self.raw();
-        (
-            u32_at(raw, at) as usize,
-            u32_at(raw, at + 4),
-            u32_at(raw, at + 8) as usize,
-        )
-    }
-
-    fn block_range(&self, block: usize) -> (usize, usize) {
-        let start = self.pointer(block).0;
-        let end = if block + 1 < self.header.blocks as usize {
-            self.pointer(block + 1).0
-        } else {
-            self.header.table_len as usize
-        };
-        (start, end)
-    }
-
     fn fence(&self, block: usize) -> Option<&[u8]> {
-        let fences = &self.raw()[self.fences_start..self.bloom_start];
-        let at = self.pointer(block).2;
+        let raw = self.raw();
+        let fences = &raw[self.fences_start..self.bloom_start];
+        let at = u32_at(raw, self.fence_pointers_start + block * FENCE_POINTER_LEN) as usize;
         let len = u16::from_le_bytes(fences.get(at..at + 2)?.try_into().ok()?) as usize;
         fences.get(at + 2..at + 2 + len)
-    }
-
-    fn block_entries(&self, block: usize) -> Result<Vec<MetaEntry<'_>>> {
-        let (start, end) = self.block_range(block);
-        let table = &self.raw()[META_HEADER_LEN..META_HEADER_LEN + self.header.table_len as usize];
-        let expected_crc = self.pointer(block).1;
-        let damaged =
-            |reason: &str| corrupt(&self.file, (META_HEADER_LEN + start) as u64, reason.into());
-        if crc32fast::hash(&table[start..end]) != expected_crc {
-            return Err(damaged("metadata table block checksum mismatch"));
-        }
-        let mut entries = Vec::with_capacity(ENTRIES_PER_BLOCK as usize);
-        let mut at = start;
-        while at < end {
-            let (entry, next) = decode_entry(&table[..end], at)
-                .ok_or_else(|| damaged("malformed metadata table entry"))?;
-            entries.push(entry);
-            at = next;
-        }
-        Ok(entries)
     }
 }
 
@@ -473,8 +498,8 @@ mod tests {
         SegmentMeta::from_built(bytes, segment, header()).unwrap()
     }
 
-    fn find<'m>(meta: &'m SegmentMeta, key: &[u8]) -> Option<MetaEntry<'m>> {
-        meta.find(key, key_hash(key)).unwrap()
+    fn find<'s>(meta: &SegmentMeta, segment: &'s [u8], key: &[u8]) -> Option<MetaEntry<'s>> {
+        meta.find(segment, key, key_hash(key)).unwrap()
     }
 
     #[test]
@@ -492,13 +517,13 @@ mod tests {
             (meta.header().max_version, meta.header().live_keys_after),
             (4, 7)
         );
-        let b = find(&meta, b"b").unwrap();
+        let b = find(&meta, &seg, b"b").unwrap();
         assert_eq!((b.version, b.tombstone), (3, false));
         let record = crate::log_segment::decode_record(&seg, b.offset as usize);
         assert!(matches!(record, crate::log_segment::Decoded::Record(r) if r.value == b"3"));
-        assert!(find(&meta, b"c").unwrap().tombstone);
-        assert_eq!(find(&meta, b"d"), None);
-        assert_eq!(find(&meta, b"0"), None);
+        assert!(find(&meta, &seg, b"c").unwrap().tombstone);
+        assert_eq!(find(&meta, &seg, b"d"), None);
+        assert_eq!(find(&meta, &seg, b"0"), None);
     }
 
     #[test]
@@ -510,21 +535,25 @@ mod tests {
             .iter()
             .map(|k| (k.as_slice(), Some(&b"v"[..])))
             .collect();
-        let meta = built(&segment(&ops));
+        let seg = segment(&ops);
+        let meta = built(&seg);
         for key in &keys {
-            assert!(find(&meta, key).is_some());
+            assert!(find(&meta, &seg, key).is_some());
         }
-        assert_eq!(find(&meta, b"k01000"), None);
-        let listed: Vec<Vec<u8>> = meta.entries().map(|e| e.unwrap().key.to_vec()).collect();
+        assert_eq!(find(&meta, &seg, b"k01000"), None);
+        let listed: Vec<Vec<u8>> = meta
+            .entries(&seg)
+            .map(|e| e.unwrap().key.to_vec())
+            .collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(listed, sorted);
         let from: Vec<Vec<u8>> = meta
-            .entries_from(b"k00995")
+            .entries_from(&seg, b"k00995")
             .map(|e| e.unwrap().key.to_vec())
             .collect();
         assert_eq!(from.len(), 5);
-        meta.verify_all_blocks().unwrap();
+        meta.verify_entries(&seg).unwrap();
     }
 
     #[test]
@@ -557,7 +586,7 @@ mod tests {
     }
 
     #[test]
-    fn every_damaged_byte_is_detected_on_load_or_on_read() {
+    fn every_damaged_byte_is_detected_on_load() {
         let keys: Vec<Vec<u8>> = (0..40u32)
             .map(|i| format!("key{i:03}").into_bytes())
             .collect();
@@ -576,14 +605,53 @@ mod tests {
         for at in 0..good.len() {
             let mut bad = good.clone();
             bad[at] ^= 0x10;
-            let Ok(meta) = SegmentMeta::from_built(bad, &seg, header()) else {
-                continue;
-            };
             assert!(
-                meta.verify_all_blocks().is_err(),
+                SegmentMeta::from_built(bad, &seg, header()).is_err(),
                 "a flip at byte {at} went unnoticed"
             );
         }
+    }
+
+    #[test]
+    fn damage_in_the_segment_is_an_error_not_a_miss() {
+        let keys: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| format!("key{i:03}").into_bytes())
+            .collect();
+        let ops: Vec<(&[u8], Option<&[u8]>)> = keys
+            .iter()
+            .map(|k| (k.as_slice(), Some(&b"v"[..])))
+            .collect();
+        let mut seg = segment(&ops);
+        let meta = built(&seg);
+        // Damage a record's key after the metadata was built: a lookup
+        // that reads it reports the segment and the offset.
+        let entry = find(&meta, &seg, b"key017").unwrap();
+        let at = entry.offset as usize + crate::log_segment::RECORD_HEADER_LEN;
+        seg[at] ^= 1;
+        let err = meta.find(&seg, b"key017", key_hash(b"key017")).unwrap_err();
+        assert!(err.to_string().contains("seg-0000000003.log"), "{err}");
+        assert!(meta.verify_entries(&seg).is_err());
+    }
+
+    #[test]
+    fn metadata_is_small() {
+        let keys: Vec<Vec<u8>> = (0..1600u32)
+            .map(|i| format!("{i:016}").into_bytes())
+            .collect();
+        let ops: Vec<(&[u8], Option<&[u8]>)> = keys
+            .iter()
+            .map(|k| (k.as_slice(), Some(&[7u8; 100][..])))
+            .collect();
+        let bytes = build(&BuildSpec {
+            segment: &segment(&ops),
+            header: header(),
+            bloom_bits_per_key: 10,
+            live_keys_after: 1,
+        })
+        .unwrap();
+        let per_key = (bytes.len() - META_HEADER_LEN) as f64 / 1600.0;
+        // 4 (offset) + 18/16 (fence) + 4/16 (fence pointer) + 10/8 (Bloom).
+        assert!(per_key < 7.0, "{per_key} bytes per key");
     }
 
     #[test]
@@ -606,7 +674,7 @@ mod tests {
         let seg = segment(&[]);
         let meta = built(&seg);
         assert_eq!(meta.header().entries, 0);
-        assert_eq!(find(&meta, b"a"), None);
-        assert_eq!(meta.entries().count(), 0);
+        assert_eq!(find(&meta, &seg, b"a"), None);
+        assert_eq!(meta.entries(&seg).count(), 0);
     }
 }

@@ -209,7 +209,7 @@ impl Storage {
         let mut dropped = Vec::new();
         for (input, segment) in inputs.iter().enumerate() {
             let meta = segment.meta().expect("inputs have metadata");
-            for found in meta.entries() {
+            for found in meta.entries(segment.map.bytes()) {
                 let found = found?;
                 let this = IndexEntry {
                     version: found.version,
@@ -453,7 +453,7 @@ fn held_outside(table: &SegmentTable, inputs: &[u32], run_rank: u32, key: &[u8])
             continue;
         }
         let meta = segment.meta().expect("cold segments have metadata");
-        if meta.find(key, hash)?.is_some() {
+        if meta.find(segment.map.bytes(), key, hash)?.is_some() {
             return Ok(true);
         }
     }

@@ -59,9 +59,6 @@ impl Storage {
             tracing::error!(error = %err, "writing segment metadata failed; its keys stay in memory");
             return;
         }
-        if let Err(err) = self.persist_repaired_metas() {
-            tracing::error!(error = %err, "writing repaired segment metadata failed");
-        }
         if !self.index.has_budget() && !self.hot_complete.load(Ordering::Acquire) {
             if let Err(err) = self.warm_up_locked() {
                 tracing::error!(error = %err, "filling the hot index failed");
@@ -86,9 +83,7 @@ impl Storage {
     /// first). Returns how many it wrote.
     pub fn build_pending_metas(&self) -> Result<usize> {
         let _guard = self.maintenance_lock();
-        let built = self.build_pending_metas_locked()?;
-        self.persist_repaired_metas()?;
-        Ok(built)
+        self.build_pending_metas_locked()
     }
 
     pub(super) fn build_pending_metas_locked(&self) -> Result<usize> {
@@ -109,20 +104,6 @@ impl Storage {
         Ok(pending.len())
     }
 
-    /// Writes metadata that lookups rebuilt in memory (after a damaged
-    /// block) to disk, so the next open loads a sound file.
-    fn persist_repaired_metas(&self) -> Result<()> {
-        let segments: Vec<Arc<Segment>> = self.segments().iter().cloned().collect();
-        for segment in segments {
-            if let Some(repaired) = segment.unpersisted_repair() {
-                segment_meta::write(&self.dir, segment.id(), repaired.encoded())?;
-                segment.repaired_persisted.store(true, Ordering::Release);
-                tracing::info!(segment = segment.id(), "repaired segment metadata written");
-            }
-        }
-        Ok(())
-    }
-
     /// Copies every cold key's newest record into the hot index (no budget
     /// only), newest segment first, then declares the hot index complete.
     /// Runs under the maintenance lock, so no compaction changes the
@@ -133,7 +114,7 @@ impl Storage {
         let mut copied = 0u64;
         for segment in segments.cold() {
             let meta = segment.meta().expect("cold segments have metadata");
-            for found in meta.entries() {
+            for found in meta.entries(segment.map.bytes()) {
                 let found = found?;
                 let entry = crate::index::IndexEntry {
                     version: found.version,
@@ -198,7 +179,7 @@ impl Storage {
     pub(super) fn live_bytes_of(&self, segment: &Segment) -> Result<u64> {
         let meta = segment.meta().expect("audited segments have metadata");
         let mut live = 0;
-        for found in meta.entries() {
+        for found in meta.entries(segment.map.bytes()) {
             let found = found?;
             if found.tombstone {
                 continue;

@@ -113,7 +113,7 @@ fn page(
         let upper: Option<Vec<u8>> = truncated
             .then(|| hot.last().map(|h| h.0.to_vec()))
             .flatten();
-        let emitted = merge_repairing(
+        let emitted = merge(
             &hot,
             segments,
             hot_complete,
@@ -161,60 +161,6 @@ fn gather_hot<'s>(
     (largest_first.into_sorted_vec(), truncated)
 }
 
-/// [`merge`], but a metadata block that fails its checksum makes its
-/// segment rebuild its metadata from the segment, and the merge is redone.
-/// What a failed attempt saw is discarded, so nothing is emitted twice.
-/// Bounded: each cold segment is repaired at most once.
-fn merge_repairing<'s>(
-    hot: &'s [ByKey<'s>],
-    segments: &'s SegmentTable,
-    hot_complete: bool,
-    range: Range<'_>,
-    upper: Option<&[u8]>,
-    limit: usize,
-    visit: &mut impl FnMut(&[u8], IndexEntry),
-) -> Result<usize> {
-    let mut emitted: Vec<(&'s [u8], IndexEntry)> = Vec::new();
-    for _attempt in 0..=segments.cold().len() {
-        emitted.clear();
-        let result = merge(
-            hot,
-            segments,
-            hot_complete,
-            range,
-            upper,
-            limit,
-            &mut emitted,
-        );
-        let damage = match result {
-            Ok(_) => {
-                for (key, entry) in &emitted {
-                    visit(key, *entry);
-                }
-                return Ok(emitted.len());
-            }
-            Err(damage @ crate::error::Error::Corruption(_)) => damage,
-            Err(other) => return Err(other),
-        };
-        let crate::error::Error::Corruption(corruption) = &damage else {
-            unreachable!("matched above")
-        };
-        let damaged = segments
-            .cold()
-            .iter()
-            .find(|s| s.meta().is_some_and(|m| m.file_name() == corruption.file));
-        match damaged {
-            Some(segment) => {
-                segment.repair_meta(&damage)?;
-            }
-            None => return Err(damage),
-        }
-    }
-    Err(crate::error::Error::Unsupported(
-        "segment metadata kept failing after it was rebuilt",
-    ))
-}
-
 type Source<'a> = Box<dyn Iterator<Item = Result<(&'a [u8], IndexEntry)>> + 'a>;
 /// A source's current key: (key, newest version first, source).
 type Head<'a> = Reverse<(&'a [u8], Reverse<u64>, usize)>;
@@ -228,7 +174,7 @@ fn merge<'s>(
     range: Range<'_>,
     upper: Option<&[u8]>,
     limit: usize,
-    out: &mut Vec<(&'s [u8], IndexEntry)>,
+    visit: &mut impl FnMut(&[u8], IndexEntry),
 ) -> Result<usize> {
     let prefix = range.prefix.to_vec();
     let in_bounds = move |key: &[u8]| key.starts_with(&prefix) || key < prefix.as_slice();
@@ -239,7 +185,7 @@ fn merge<'s>(
             let meta = segment.meta().expect("cold segments have metadata");
             let in_bounds = in_bounds.clone();
             sources.push(Box::new(
-                meta.entries_from(range.start())
+                meta.entries_from(segment.map.bytes(), range.start())
                     .map(move |found| {
                         found.map(|e| {
                             let entry = IndexEntry {
@@ -282,7 +228,7 @@ fn merge<'s>(
             advance(&mut sources, &mut heads, &mut entries, other, range)?;
         }
         if !newest.tombstone {
-            out.push((key, newest));
+            visit(key, newest);
             emitted += 1;
         }
     }

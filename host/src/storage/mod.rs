@@ -5,7 +5,7 @@
 //! Reads take one index shard lock and the segment-table read lock, then copy
 //! the record out of a memory map. A key missing from the hot index is looked
 //! up in the sealed segments' metadata, newest rank first (Bloom filter,
-//! sparse index, one table block), and copied into the hot index. Writes go
+//! sparse index, a few records of the segment), and copied into the hot index. Writes go
 //! through [`WriterGuard`]: stage records, write them, sync as the caller
 //! asks, then publish to the index — so a reader never sees a write before it
 //! could have been acknowledged.

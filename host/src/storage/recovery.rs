@@ -747,7 +747,7 @@ pub fn verify_segments(config: &Config) -> Result<Vec<SegmentVerification>> {
             "none (active segment)".into()
         } else {
             match SegmentMeta::load(&dir, bytes, header) {
-                Ok(Some(meta)) => match meta.verify_all_blocks() {
+                Ok(Some(meta)) => match meta.verify_entries(bytes) {
                     Ok(()) => "ok".into(),
                     Err(err) => format!("damaged: {err}"),
                 },

@@ -17,11 +17,6 @@ pub struct Segment {
     /// Set once the metadata file is written (or loaded). Until then the
     /// segment's keys stay in the hot index.
     meta: OnceLock<Arc<SegmentMeta>>,
-    /// Metadata rebuilt in memory after a table block of the file failed
-    /// its checksum; it replaces the file's (and the maintenance thread
-    /// writes it to disk).
-    repaired: OnceLock<Arc<SegmentMeta>>,
-    pub repaired_persisted: AtomicBool,
     /// Bytes of records known to be superseded, and of tombstones.
     pub dead_bytes: AtomicU64,
     /// Whether `dead_bytes` also counts records superseded by later segments
@@ -41,8 +36,6 @@ impl Segment {
             map,
             header,
             meta: OnceLock::new(),
-            repaired: OnceLock::new(),
-            repaired_persisted: AtomicBool::new(false),
             dead_bytes: AtomicU64::new(0),
             audited: AtomicBool::new(false),
             retiring: AtomicBool::new(false),
@@ -66,42 +59,7 @@ impl Segment {
     }
 
     pub fn meta(&self) -> Option<&Arc<SegmentMeta>> {
-        self.repaired.get().or(self.meta.get())
-    }
-
-    /// Metadata rebuilt in memory, not yet written to disk.
-    pub fn unpersisted_repair(&self) -> Option<&Arc<SegmentMeta>> {
-        self.repaired
-            .get()
-            .filter(|_| !self.repaired_persisted.load(Ordering::Acquire))
-    }
-
-    /// Rebuilds the metadata from the segment (a full, checking scan) after
-    /// `damage` was found in it, and uses that from now on.
-    pub(super) fn repair_meta(&self, damage: &crate::error::Error) -> Result<&Arc<SegmentMeta>> {
-        if let Some(repaired) = self.repaired.get() {
-            return Ok(repaired);
-        }
-        let damaged = self
-            .meta
-            .get()
-            .expect("only metadata that exists is repaired");
-        let header = damaged.header();
-        let bits_per_key = (header.bloom_len * 8 / header.entries.max(1)).clamp(1, 32) as u32;
-        tracing::error!(
-            file = damaged.file_name(),
-            error = %damage,
-            "segment metadata damaged; rebuilding it from the segment"
-        );
-        let bytes = crate::segment_meta::build(&crate::segment_meta::BuildSpec {
-            segment: self.map.bytes(),
-            header: self.header,
-            bloom_bits_per_key: bits_per_key,
-            live_keys_after: header.live_keys_after,
-        })?;
-        let rebuilt = SegmentMeta::from_built(bytes, self.map.bytes(), self.header)?;
-        let _ = self.repaired.set(Arc::new(rebuilt));
-        Ok(self.repaired.get().expect("just set"))
+        self.meta.get()
     }
 
     /// Bytes of the file as mapped (the active segment's grow).
@@ -208,14 +166,7 @@ impl SegmentTable {
         let hash = crate::segment_meta::key_hash(key);
         for segment in &self.cold {
             let meta = segment.meta().expect("cold segments have metadata");
-            let found = match meta.find(key, hash) {
-                Ok(found) => found,
-                Err(damage @ crate::error::Error::Corruption(_)) => {
-                    segment.repair_meta(&damage)?.find(key, hash)?
-                }
-                Err(other) => return Err(other),
-            };
-            if let Some(found) = found {
+            if let Some(found) = meta.find(segment.map.bytes(), key, hash)? {
                 return Ok(Some(IndexEntry {
                     version: found.version,
                     segment_id: segment.id(),
