@@ -179,7 +179,7 @@ impl Storage {
         for &id in &plan.inputs {
             let segment = segments
                 .get(id)
-                .filter(|s| s.meta().is_some() && id != self.active_segment_id())
+                .filter(|s| s.meta().is_some() && !s.active)
                 .ok_or(Error::Unsupported(
                     "a compaction input is not a sealed segment with metadata",
                 ))?;
@@ -203,7 +203,7 @@ impl Storage {
             !input_ids.contains(&s.id())
                 && s.meta().is_none()
                 && s.header.rank <= run_rank
-                && s.id() != self.active_segment_id()
+                && !s.active
         });
         let mut kept = Vec::new();
         let mut dropped = Vec::new();

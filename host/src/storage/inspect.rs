@@ -122,7 +122,7 @@ impl Storage {
             id: segment.id(),
             rank: segment.header.rank,
             compacted: segment.header.compacted,
-            active: segment.id() == self.active_segment_id(),
+            active: segment.active,
             bytes: bytes.len() as u64,
             records,
             live_records,
@@ -135,7 +135,7 @@ impl Storage {
 
     /// The segment's written bytes (the active one's up to its tail).
     fn segment_bytes<'s>(&self, segment: &'s Segment) -> &'s [u8] {
-        if segment.id() == self.active_segment_id() {
+        if segment.active {
             let written = self.active_bytes.load(Ordering::Acquire) as usize;
             segment.map.written_prefix(written.max(SEGMENT_HEADER_LEN))
         } else {

@@ -87,11 +87,12 @@ impl Storage {
     }
 
     pub(super) fn build_pending_metas_locked(&self) -> Result<usize> {
-        let active = self.active_segment_id();
+        // A segment object is active or sealed for good: sealing replaces
+        // it. So this cannot catch a segment that is becoming active.
         let pending: Vec<Arc<Segment>> = self
             .segments()
             .iter()
-            .filter(|s| s.id() != active && s.meta().is_none())
+            .filter(|s| !s.active && s.meta().is_none())
             .cloned()
             .collect();
         for segment in &pending {

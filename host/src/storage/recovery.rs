@@ -132,7 +132,7 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
         rank: active.id(),
         compacted: false,
     };
-    table.insert(Arc::new(Segment::new(active_map, active_header)));
+    table.insert(Arc::new(Segment::new_active(active_map, active_header)));
     let hot_complete = table.cold().is_empty() && config.hot_index_shard_max_entries().is_none();
     let index = Index::new(
         config.index_initial_capacity,

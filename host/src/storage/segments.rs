@@ -14,6 +14,9 @@ use crate::segment_meta::{SegmentMeta, UNKNOWN_LIVE_KEYS};
 pub struct Segment {
     pub map: MappedSegment,
     pub header: SegmentHeader,
+    /// The writer's active segment: never given metadata (its records stay
+    /// in the hot index). Sealing replaces the object with a sealed one.
+    pub active: bool,
     /// Set once the metadata file is written (or loaded). Until then the
     /// segment's keys stay in the hot index.
     meta: OnceLock<Arc<SegmentMeta>>,
@@ -31,15 +34,25 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// A sealed segment (or a compaction output).
     pub fn new(map: MappedSegment, header: SegmentHeader) -> Self {
         Segment {
             map,
             header,
+            active: false,
             meta: OnceLock::new(),
             dead_bytes: AtomicU64::new(0),
             audited: AtomicBool::new(false),
             retiring: AtomicBool::new(false),
             live_keys_after: AtomicU64::new(UNKNOWN_LIVE_KEYS),
+        }
+    }
+
+    /// The writer's active segment.
+    pub fn new_active(map: MappedSegment, header: SegmentHeader) -> Self {
+        Segment {
+            active: true,
+            ..Segment::new(map, header)
         }
     }
 
@@ -130,6 +143,7 @@ impl SegmentTable {
         let Some(segment) = self.by_id.get(&id).cloned() else {
             return false;
         };
+        assert!(!segment.active, "the active segment never gets metadata");
         if segment.meta.set(meta).is_err() {
             return false;
         }

@@ -408,7 +408,9 @@ impl<'s> WriterGuard<'s> {
                 .segments
                 .write()
                 .expect("segment table lock poisoned");
-            segments.insert(Arc::new(Segment::new(map, header)));
+            // The active id changes under the table's lock, with the table.
+            storage.active_id.store(next_id, Ordering::SeqCst);
+            segments.insert(Arc::new(Segment::new_active(map, header)));
             segments.replace_map(sealed_id, sealed_map, live_after);
         }
         storage
@@ -420,7 +422,6 @@ impl<'s> WriterGuard<'s> {
             "segment rolled"
         );
         writer.active = next;
-        storage.active_id.store(next_id, Ordering::SeqCst);
         storage.after_seal()
     }
 }
