@@ -41,7 +41,7 @@ use crate::log_segment::{
     encode_record, segment_file_name,
 };
 use crate::metrics::{Counter, MetricsHook};
-use crate::segment_meta::{key_hash, meta_file_name};
+use crate::segment_meta::{UNKNOWN_LIVE_KEYS, key_hash, meta_file_name};
 
 /// A sealed segment as the policy sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -131,8 +131,11 @@ impl Storage {
             .max()
             .expect("a plan has inputs");
         let kept = self.live_records(&inputs, run_rank)?;
-        let (outputs, tombstones_dropped) =
-            (self.write_outputs(&inputs, &kept.0, run_rank), kept.1);
+        let live_keys_after = self.live_keys_after_run(&inputs, run_rank, &kept.0);
+        let (outputs, tombstones_dropped) = (
+            self.write_outputs(&inputs, &kept.0, run_rank, live_keys_after),
+            kept.1,
+        );
         let outputs = match outputs {
             Ok(outputs) => outputs,
             Err(err) => {
@@ -162,6 +165,23 @@ impl Storage {
             "compaction done"
         );
         Ok(report)
+    }
+
+    /// The live key count the outputs' metadata records (open starts from
+    /// the newest sealed segment's). Known when the run holds every sealed
+    /// segment up to its rank, as `compact_all`'s does: the outputs are then
+    /// all the store has up to that rank, and each kept put is a distinct
+    /// live key (the newest record of its key). Otherwise unknown: open then
+    /// counts by merging the metadata.
+    fn live_keys_after_run(&self, inputs: &[Arc<Segment>], run_rank: u32, kept: &[Kept]) -> u64 {
+        let whole_prefix = self
+            .segments()
+            .iter()
+            .all(|s| s.header.rank > run_rank || inputs.iter().any(|input| input.id() == s.id()));
+        if !whole_prefix {
+            return UNKNOWN_LIVE_KEYS;
+        }
+        kept.iter().filter(|k| !k.from.tombstone).count() as u64
     }
 
     fn inputs_of(&self, plan: &CompactionPlan) -> Result<Vec<Arc<Segment>>> {
@@ -239,6 +259,7 @@ impl Storage {
         inputs: &[Arc<Segment>],
         kept: &[Kept],
         run_rank: u32,
+        live_keys_after: u64,
     ) -> Result<Vec<(Arc<Segment>, Vec<IndexEntry>)>> {
         let max_version = inputs
             .iter()
@@ -263,13 +284,23 @@ impl Storage {
             if !pending.is_empty()
                 && pending.bytes.len() as u64 + len > self.config.segment_size_bytes
             {
-                outputs.push(self.finish_output(std::mem::take(&mut pending), run_rank, None)?);
+                outputs.push(self.finish_output(
+                    std::mem::take(&mut pending),
+                    run_rank,
+                    live_keys_after,
+                    None,
+                )?);
             }
             pending.push(record, key, value);
         }
         // The last output carries the run's counters, so they survive even
         // if its newest records were dropped.
-        outputs.push(self.finish_output(pending, run_rank, Some((max_version, max_log_index)))?);
+        outputs.push(self.finish_output(
+            pending,
+            run_rank,
+            live_keys_after,
+            Some((max_version, max_log_index)),
+        )?);
         Ok(outputs)
     }
 
@@ -277,6 +308,7 @@ impl Storage {
         &self,
         mut output: OutputBuilder,
         run_rank: u32,
+        live_keys_after: u64,
         marker: Option<(u64, u64)>,
     ) -> Result<(Arc<Segment>, Vec<IndexEntry>)> {
         if let Some((version, log_index)) = marker.filter(|&(version, _)| version > 0) {
@@ -306,6 +338,10 @@ impl Storage {
         dir.sync()?;
         let map = MappedSegment::map(&file, id, 0)?;
         let segment = Segment::new(map, header);
+        // Outputs share the run's rank, so each records the same count.
+        segment
+            .live_keys_after
+            .store(live_keys_after, Ordering::Relaxed);
         // Writing the metadata scans the output: every record is checked
         // once more before anything points at it.
         let meta = super::maintenance::write_meta(self, &segment)?;
