@@ -129,3 +129,43 @@ fn compacting_every_sealed_segment_keeps_the_live_key_count() {
     let engine = open(tmp.path());
     assert_eq!(engine.stats().storage.keys, 2_950);
 }
+
+/// BUG (open, not fixed here): a background compaction of an older run,
+/// while a newer sealed segment exists, drops the run's records that a
+/// write in the *active* segment superseded. The newer sealed segment's
+/// recorded count still includes those keys, and replaying the active
+/// segment finds no older record of them, so it counts them again: 300
+/// keys counted twice below. The data is right (`dump` has 1,550 keys);
+/// `stats().storage.keys` is not, and the wrong count is written into the
+/// metadata of the next sealed segment. Run with `--ignored`.
+#[test]
+#[ignore = "known bug: keys superseded in the active segment are counted twice after a partial compaction and a reopen"]
+fn a_partial_compaction_then_a_reopen_counts_each_key_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = open(tmp.path());
+    // Records of 136 bytes, 481 to a 64 KiB segment: segment 1 holds the
+    // 400 "a" keys, segments 2 and 3 "b" keys, the active one has room.
+    let long = "x".repeat(100);
+    for i in 0..400 {
+        set(&engine, format!("a-{i:06}"), &long);
+    }
+    for i in 0..1_150 {
+        set(&engine, format!("b-{i:06}"), &long);
+    }
+    let segments = engine.stats().storage.segments;
+    // Overwrite 300 "a" keys with short values, in the active segment:
+    // segment 1 is now 62% dead.
+    for i in 0..300 {
+        set(&engine, format!("a-{i:06}"), "short");
+    }
+    assert_eq!(engine.stats().storage.segments, segments, "no roll");
+    // One round audits nothing (the writer's segments are audited) and
+    // compacts the run the policy picks: segment 1 alone.
+    engine.state().storage().maintain();
+    assert_eq!(engine.stats().metrics.compactions, 1);
+    assert_eq!(engine.stats().storage.keys, 1_550);
+    engine.close().unwrap();
+    let engine = open(tmp.path());
+    assert_eq!(engine.state().dump().unwrap().len(), 1_550);
+    assert_eq!(engine.stats().storage.keys, 1_550, "each key counted once");
+}
