@@ -21,7 +21,9 @@
 //! for coordinated omission: an operation that took longer than the pacing
 //! interval also counts the operations the client would have issued
 //! meanwhile (as HdrHistogram's `recordValueWithExpectedInterval`). Figures
-//! are the median over the rounds (min, max, count).
+//! are the median over the rounds (min, max, count). With
+//! `$HIGHTOWER_BENCH_SLOW_US` set, every call slower than that, and each
+//! phase's start, is logged to stderr with its wall-clock time.
 //!
 //! **Space.** A `sync = os` store with default settings (background
 //! compaction on) gets `n` keys, then every key is overwritten 3 times,
@@ -135,14 +137,17 @@ fn latency_round(n: u64, sync: SyncMode, clients: &Clients, round: u64) -> Vec<(
         ),
     ];
     let idle = run_clients(&engine, n, clients, round, |stop| {
+        trace_phase(sync, "idle");
         std::thread::sleep(clients.idle);
         stop.store(true, Ordering::SeqCst);
     });
     let mut compaction_seconds = 0.0;
     let mut reclaimed = 0;
     let compacting = run_clients(&engine, n, clients, round, |stop| {
+        trace_phase(sync, "compacting");
         let started = Instant::now();
         let report = engine.compact().expect("compact");
+        trace_phase(sync, "compacted");
         compaction_seconds = started.elapsed().as_secs_f64();
         reclaimed = report.input_bytes - report.output_bytes;
         stop.store(true, Ordering::SeqCst);
@@ -195,14 +200,14 @@ fn run_clients(
         let stop = &stop;
         let putter = scope.spawn(move || {
             let mut rng = Rng(0x9070 + round);
-            paced(clients.put_rate, stop, || {
+            paced(clients.put_rate, stop, "put", || {
                 let k = key(rng.below(n));
                 engine.put(&k, &rng.value()).expect("put");
             })
         });
         let getter = scope.spawn(move || {
             let mut rng = Rng(0x6E70 + round);
-            paced(clients.get_rate, stop, || {
+            paced(clients.get_rate, stop, "get", || {
                 let value = engine.get(&key(rng.below(n))).expect("get");
                 assert!(value.is_some(), "a present key");
             })
@@ -213,7 +218,12 @@ fn run_clients(
 }
 
 /// Calls `op` about `rate` times a second until `stop`, timing each call.
-fn paced(rate: u64, stop: &AtomicBool, mut op: impl FnMut()) -> ClientResult {
+/// With `$HIGHTOWER_BENCH_SLOW_US` set, a call slower than that is logged
+/// to stderr with its wall-clock time (to line up with `strace -tt`).
+fn paced(rate: u64, stop: &AtomicBool, label: &str, mut op: impl FnMut()) -> ClientResult {
+    let slow = std::env::var("HIGHTOWER_BENCH_SLOW_US")
+        .ok()
+        .map(|us| Duration::from_micros(us.parse().expect("a number of µs")));
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut result = ClientResult {
         raw: Histogram::default(),
@@ -230,6 +240,16 @@ fn paced(rate: u64, stop: &AtomicBool, mut op: impl FnMut()) -> ClientResult {
         let begun = Instant::now();
         op();
         let took = begun.elapsed();
+        if slow.is_some_and(|slow| took > slow) {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            eprintln!(
+                "slow {label} at {:.6} took {} us",
+                at.as_secs_f64(),
+                took.as_micros()
+            );
+        }
         result.raw.record(took);
         result.corrected.record_corrected(took, interval);
         // No burst after a stall: the next call is one interval after this
@@ -238,6 +258,16 @@ fn paced(rate: u64, stop: &AtomicBool, mut op: impl FnMut()) -> ClientResult {
     }
     result.elapsed = started.elapsed();
     result
+}
+
+/// With `$HIGHTOWER_BENCH_SLOW_US` set, logs a phase's wall-clock start.
+fn trace_phase(sync: SyncMode, phase: &str) {
+    if std::env::var_os("HIGHTOWER_BENCH_SLOW_US").is_some() {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        eprintln!("phase {sync} {phase} at {:.6}", at.as_secs_f64());
+    }
 }
 
 /// Space amplification after 3 overwrites of every key and a compaction.
