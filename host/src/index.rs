@@ -125,6 +125,12 @@ impl Slot {
 struct Shard {
     table: HashTable<Slot>,
     tombstones: u64,
+    /// Size at which the next insert sweeps. A sweep that leaves the shard
+    /// at or over its budget (its entries pinned: the active segment's, or
+    /// a sealed one's whose metadata is not written yet) puts the next one
+    /// an eighth of the shard later, instead of sweeping (and rebuilding
+    /// the table) on every insert, which made a fill quadratic.
+    sweep_at: usize,
 }
 
 pub struct Index {
@@ -311,8 +317,10 @@ impl Index {
     }
 
     fn insert_new(&self, shard: &mut Shard, entry: IndexEntry, hash: u32, keys: &impl KeySource) {
-        if shard.table.len() >= self.shard_max_entries {
+        if shard.table.len() >= self.shard_max_entries.max(shard.sweep_at) {
             self.evict(shard, keys);
+            let len = shard.table.len();
+            shard.sweep_at = len + (len / 8).max(1);
         }
         self.grow_if_needed(shard);
         shard
@@ -570,6 +578,39 @@ mod tests {
             stats.entries <= (8 * SHARDS) as u64 + pinned.len() as u64,
             "{stats:?}"
         );
+    }
+
+    #[test]
+    fn pinned_entries_over_the_budget_do_not_stop_later_evictions() {
+        let index = Index::new(0, 0.875, Some(8));
+        let mut log = Log::default();
+        let mut version = 0;
+        // Four times the budget in the active segment: nothing to evict.
+        let pinned = 4 * 8 * SHARDS as u64;
+        for i in 0..pinned {
+            version += 1;
+            let key = i.to_le_bytes();
+            index.upsert(&key, log.append_to(1, &key, version), &log);
+        }
+        assert_eq!(index.len(), pinned);
+        // Then many evictable entries: the shards stay near their budget
+        // plus their pinned entries (a sweep at most an eighth later).
+        for i in pinned..pinned + 20_000 {
+            version += 1;
+            let key = i.to_le_bytes();
+            index.upsert(&key, log.append_to(2, &key, version), &log);
+        }
+        let stats = index.stats();
+        assert!(stats.evictions >= 20_000 - 8 * SHARDS as u64, "{stats:?}");
+        for shard in index.shards.iter() {
+            let shard = shard.read().unwrap();
+            let pinned_here = shard.table.iter().filter(|s| s.segment_id == 1).count();
+            assert!(
+                shard.table.len() <= (pinned_here + 8) * 9 / 8 + 1,
+                "{} entries, {pinned_here} pinned",
+                shard.table.len()
+            );
+        }
     }
 
     #[test]

@@ -16,11 +16,12 @@
 //!    hot index), adds the outputs to the segment table, and redirects each
 //!    hot entry that still points at a copied record (a write since then
 //!    wins); entries of dropped tombstones are removed;
-//! 4. fsyncs the active segment (a record was dropped because a newer one
-//!    exists: that one must be durable first), removes the inputs from the
-//!    table, and deletes their files oldest first, fsyncing the directory
-//!    after each. A reader still holding an input's map keeps reading it:
-//!    the file's space is freed when the last map goes.
+//! 4. fsyncs the active segment, without holding the writer lock (a record
+//!    was dropped because a newer one exists: that one must be durable
+//!    first), removes the inputs from the table, and deletes their files
+//!    oldest first, fsyncing the directory after each. A reader still
+//!    holding an input's map keeps reading it: the file's space is freed
+//!    when the last map goes.
 //!
 //! Crash safety comes from the order: until the renames, the outputs are
 //! temporary files that open removes; afterwards every key's newest record
@@ -429,7 +430,11 @@ impl Storage {
                 self.index.remove_if(key, entry, &*table);
             }
         }
-        self.flush()?;
+        // Every record dropped was superseded by a published one, so it is
+        // already written: only the fsync is left, and it runs without the
+        // writer lock (as the interval flusher's does), so puts do not wait
+        // for the disk to take the active segment's unsynced bytes.
+        self.sync_in_background()?;
         {
             let mut table = self.segments.write().expect("segment table lock poisoned");
             for input in inputs {
