@@ -87,13 +87,20 @@ impl Storage {
     }
 
     pub(super) fn build_pending_metas_locked(&self) -> Result<usize> {
-        let active = self.active_segment_id();
-        let pending: Vec<Arc<Segment>> = self
-            .segments()
-            .iter()
-            .filter(|s| s.id() != active && s.meta().is_none())
-            .cloned()
-            .collect();
+        let pending: Vec<Arc<Segment>> = {
+            let segments = self.segments();
+            // Read under the table lock, which a roll holds while it adds
+            // the new active segment and publishes its id: read before, a
+            // roll in between made the new active segment look sealed, and
+            // its metadata (describing its empty start) hid every key
+            // written to it once the hot index evicted them.
+            let active = self.active_segment_id();
+            segments
+                .iter()
+                .filter(|s| s.id() != active && s.meta().is_none())
+                .cloned()
+                .collect()
+        };
         for segment in &pending {
             let meta = write_meta(self, segment)?;
             self.segments

@@ -394,6 +394,10 @@ impl<'s> WriterGuard<'s> {
                 .expect("segment table lock poisoned");
             segments.insert(Arc::new(Segment::new(map, header)));
             segments.replace_map(sealed_id, sealed_map, live_after);
+            // Under the same lock: whoever holds the table sees the new
+            // segment only together with the id that marks it active (the
+            // maintenance thread must not build metadata for it).
+            storage.active_id.store(next_id, Ordering::SeqCst);
         }
         storage
             .active_bytes
@@ -404,7 +408,6 @@ impl<'s> WriterGuard<'s> {
             "segment rolled"
         );
         writer.active = next;
-        storage.active_id.store(next_id, Ordering::SeqCst);
         storage.after_seal()
     }
 }
