@@ -4,7 +4,7 @@
 //! `os,interval`) and each of `$HIGHTOWER_BENCH_ROUNDS` rounds (default 3):
 //! a fresh store with background compaction off (`compaction_dead_ratio =
 //! 1`, which no segment reaches) is filled with `n` keys
-//! (`$HIGHTOWER_BENCH_KEYS`, default 1,000,000) and every key is then
+//! (`$HIGHTOWER_BENCH_KEYS`, default 2,000,000, so the compaction lasts a few seconds) and every key is then
 //! overwritten 3 times (1,000-op batches), so 3/4 of the log is dead. The
 //! store is flushed and its segment metadata written, then two client
 //! threads run, one doing single puts of random present keys, one doing
@@ -48,7 +48,7 @@ use hightower::{Config, KvEngine, SyncMode};
 use support::{Histogram, RECORD_BYTES, Rng, env_u64, key, per_sec, secs, spread};
 
 const PREFIX: &str = "compaction";
-const DEFAULT_KEYS: u64 = 1_000_000;
+const DEFAULT_KEYS: u64 = 2_000_000;
 const OVERWRITES: u64 = 3;
 const DEFAULT_ROUNDS: u64 = 3;
 
