@@ -479,6 +479,18 @@ mod tests {
         bytes
     }
 
+    /// `key000`..`key039`, each set to `v`.
+    fn forty_keys() -> Vec<u8> {
+        let keys: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| format!("key{i:03}").into_bytes())
+            .collect();
+        let ops: Vec<(&[u8], Option<&[u8]>)> = keys
+            .iter()
+            .map(|k| (k.as_slice(), Some(&b"v"[..])))
+            .collect();
+        segment(&ops)
+    }
+
     fn header() -> SegmentHeader {
         SegmentHeader {
             id: 3,
@@ -587,14 +599,7 @@ mod tests {
 
     #[test]
     fn every_damaged_byte_is_detected_on_load() {
-        let keys: Vec<Vec<u8>> = (0..40u32)
-            .map(|i| format!("key{i:03}").into_bytes())
-            .collect();
-        let ops: Vec<(&[u8], Option<&[u8]>)> = keys
-            .iter()
-            .map(|k| (k.as_slice(), Some(&b"v"[..])))
-            .collect();
-        let seg = segment(&ops);
+        let seg = forty_keys();
         let good = build(&BuildSpec {
             segment: &seg,
             header: header(),
@@ -614,14 +619,7 @@ mod tests {
 
     #[test]
     fn damage_in_the_segment_is_an_error_not_a_miss() {
-        let keys: Vec<Vec<u8>> = (0..40u32)
-            .map(|i| format!("key{i:03}").into_bytes())
-            .collect();
-        let ops: Vec<(&[u8], Option<&[u8]>)> = keys
-            .iter()
-            .map(|k| (k.as_slice(), Some(&b"v"[..])))
-            .collect();
-        let mut seg = segment(&ops);
+        let mut seg = forty_keys();
         let meta = built(&seg);
         // Damage a record's key after the metadata was built: a lookup
         // that reads it reports the segment and the offset.
