@@ -282,12 +282,27 @@ impl IoFaults for Armed {
 }
 
 /// A store with overwrites and deletes across many sealed segments.
+/// Written in batches of 20 (one fsync each: the faults under test are the
+/// compaction's, and the fill runs once per injected step).
 fn fill_for_faults(engine: &KvEngine) -> Model {
     let mut model = Model::new();
     for round in 0..3 {
-        for i in 0..400 {
-            engine.put(&key(i), &value(i, round)).unwrap();
-            model.insert(key(i), value(i, round));
+        for first in (0..400).step_by(20) {
+            let ops = (first..first + 20)
+                .map(|i| Op::Set {
+                    key: key(i),
+                    value: value(i, round),
+                })
+                .collect();
+            engine
+                .apply(Command::Batch {
+                    conditions: vec![],
+                    ops,
+                })
+                .unwrap();
+            for i in first..first + 20 {
+                model.insert(key(i), value(i, round));
+            }
         }
     }
     for i in (0..400).step_by(4) {
