@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use criterion::{Criterion, Throughput};
-use hightower::auth::{AuthClient, Hasher, KeyRing};
-use hightower::wasm::{SandboxConfig, WasmRuntime};
-use hightower::{Config, KvEngine, SyncMode};
+use hightower_engine::{Config, KvEngine, SyncMode};
+use hightower_wasm::auth::{AuthClient, Hasher, KeyRing};
+use hightower_wasm::{SandboxConfig, WasmRuntime};
 
 /// Rounds of each interleaved comparison.
 const ROUNDS: usize = 31;

@@ -36,7 +36,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hightower::{Config, KvEngine, SyncMode};
+use hightower_engine::{Config, KvEngine, SyncMode};
 use support::{
     Rng, Scatter, VALUE_BYTES, Zipf, child_phase, env_u64, key, memory_mib, per_sec, run_child,
     secs, spread,

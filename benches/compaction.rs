@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hightower::{Config, KvEngine, SyncMode};
+use hightower_engine::{Config, KvEngine, SyncMode};
 use support::{Histogram, RECORD_BYTES, Rng, env_u64, key, per_sec, secs, spread};
 
 const PREFIX: &str = "compaction";

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use hightower::{Command, Config, KvEngine, Op, Outcome, SyncMode};
+use hightower_engine::{Command, Config, KvEngine, Op, Outcome, SyncMode};
 
 const KEY_BYTES: usize = 16;
 const VALUE_BYTES: usize = 100;

@@ -41,7 +41,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hightower::{Config, KvEngine, SyncMode};
+use hightower_engine::{Config, KvEngine, SyncMode};
 use support::{
     Rng, VALUE_BYTES, child_phase, env_u64, evict_from_page_cache, key, load_into_page_cache,
     median, memory_mib, per_sec, remove_metadata, run_child, secs, spread,

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use hightower::wasm::{Extension, SandboxConfig, WasmRuntime};
-use hightower::{Command, Condition, Config, KvEngine, Op, Outcome, SyncMode};
+use hightower_engine::{Command, Condition, Config, KvEngine, Op, Outcome, SyncMode};
+use hightower_wasm::{Extension, SandboxConfig, WasmRuntime};
 
-const WELL_BEHAVED: &str = env!("HIGHTOWER_GUEST_WELL_BEHAVED");
+const WELL_BEHAVED: &str = hightower_test_guests::WELL_BEHAVED;
 
 fn call(ext: &Extension, command: &str, arg: &[u8]) -> Vec<u8> {
     let (result,) = ext

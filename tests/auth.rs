@@ -9,9 +9,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use hightower::auth::{Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KeyRing};
-use hightower::wasm::{SandboxConfig, WasmRuntime};
-use hightower::{Config, KvEngine, SyncMode};
+use hightower_engine::{Config, KvEngine, SyncMode};
+use hightower_wasm::auth::{Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KeyRing};
+use hightower_wasm::{SandboxConfig, WasmRuntime};
 
 /// Cheap parameters for tests that hash a lot.
 const CHEAP: Hasher = Hasher::Argon2id(Argon2Params {
@@ -390,7 +390,7 @@ fn list_users_is_paged() {
 #[test]
 fn the_component_uses_simd128() {
     use wasmparser::{Validator, WasmFeatures};
-    let wasm = hightower::auth::COMPONENT;
+    let wasm = hightower_wasm::auth::COMPONENT;
     Validator::new_with_features(WasmFeatures::default())
         .validate_all(wasm)
         .unwrap();

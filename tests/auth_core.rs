@@ -9,7 +9,10 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn guest_auth_unit_tests_pass_natively() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
     let crate_dir = repo.join("guest-auth");
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| repo.join("target"), |dir| repo.join(dir))

@@ -923,7 +923,8 @@ fn locked_data_dir_exits_3_naming_the_holder_pid() {
     let store = Store::new();
     store.run(["put", "k", "before"]).exactly(OK, b"1\n", "");
 
-    let engine = hightower::KvEngine::open(hightower::Config::new(&store.data)).unwrap();
+    let engine =
+        hightower_engine::KvEngine::open(hightower_engine::Config::new(&store.data)).unwrap();
     let holder = format!("pid {}", std::process::id());
     let prefix = format!(
         "hightower: data directory {} is locked by another process",

@@ -18,8 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hightower::fault::{FailNth, IoFaults, IoOp};
-use hightower::{Command, Config, EngineOptions, KvEngine, Op, SyncMode};
+use hightower_engine::fault::{FailNth, IoFaults, IoOp};
+use hightower_engine::{Command, Config, EngineOptions, KvEngine, Op, SyncMode};
 use rng::Rng;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -400,7 +400,7 @@ fn a_failure_at_any_compaction_step_loses_nothing() {
                 engine.compact().unwrap();
                 assert_matches(&engine, &model, &format!("{context}, compacted again"));
                 drop(engine);
-                for segment in hightower::storage::verify_segments(&config).unwrap() {
+                for segment in hightower_engine::storage::verify_segments(&config).unwrap() {
                     assert!(!segment.verdict.is_corrupt(), "{context}: {segment:?}");
                 }
             }

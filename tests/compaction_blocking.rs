@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use hightower::fault::{IoFaults, IoOp};
-use hightower::{Command, Config, EngineOptions, KvEngine, Op, SyncMode};
+use hightower_engine::fault::{IoFaults, IoOp};
+use hightower_engine::{Command, Config, EngineOptions, KvEngine, Op, SyncMode};
 
 const LIMIT: Duration = Duration::from_secs(30);
 

@@ -17,8 +17,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use hightower::fault::{IoFaults, IoOp};
-use hightower::{
+use hightower_engine::fault::{IoFaults, IoOp};
+use hightower_engine::{
     Command, Condition, Config, EngineOptions, Error, KvEngine, Op, Outcome, ReadContext, SyncMode,
     Versioned,
 };
@@ -679,7 +679,7 @@ impl IoFaults for SlowSync {
 }
 
 /// 8 writers in `sync = always`; returns the versions they were given.
-fn group_commit(options: EngineOptions) -> (Vec<u64>, hightower::Stats) {
+fn group_commit(options: EngineOptions) -> (Vec<u64>, hightower_engine::Stats) {
     const PUTS_PER_WRITER: usize = 100;
     let tmp = tempfile::tempdir().unwrap();
     let engine = Arc::new(

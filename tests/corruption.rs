@@ -29,11 +29,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hightower::error::InputError;
-use hightower::fault::{FailNth, IoFaults, IoOp};
-use hightower::log_segment::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, segment_file_name};
-use hightower::storage::{SegmentVerdict, verify_segments};
-use hightower::{
+use hightower_engine::error::InputError;
+use hightower_engine::fault::{FailNth, IoFaults, IoOp};
+use hightower_engine::log_segment::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, segment_file_name};
+use hightower_engine::storage::{SegmentVerdict, verify_segments};
+use hightower_engine::{
     Command, Condition, Config, EngineOptions, Error, KvEngine, Op, Outcome, RecoveryMode,
     SyncMode, Versioned,
 };

@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use hightower::storage::verify_segments;
-use hightower::{Command, Condition, Config, Error, KvEngine, Op, Outcome, SyncMode};
+use hightower_engine::storage::verify_segments;
+use hightower_engine::{Command, Condition, Config, Error, KvEngine, Op, Outcome, SyncMode};
 
 const CHILD_DIR_ENV: &str = "HIGHTOWER_CRASH_CHILD";
 const CHILD_SYNC_ENV: &str = "HIGHTOWER_CRASH_SYNC";

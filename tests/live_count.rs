@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use hightower::{Command, Config, EngineOptions, KvEngine, Op, SyncMode};
+use hightower_engine::{Command, Config, EngineOptions, KvEngine, Op, SyncMode};
 
 const UNKNOWN: u64 = u64::MAX;
 

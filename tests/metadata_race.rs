@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hightower::{Config, EngineOptions, KvEngine, SyncMode};
+use hightower_engine::{Config, EngineOptions, KvEngine, SyncMode};
 
 #[test]
 fn metadata_is_never_built_for_the_active_segment() {

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use hightower::{Command, Condition, Config, KvEngine, Op, Outcome, SyncMode, Versioned};
+use hightower_engine::{Command, Condition, Config, KvEngine, Op, Outcome, SyncMode, Versioned};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
@@ -196,9 +196,9 @@ impl Harness {
     /// segment is sealed and no compaction starts by itself, so sizes
     /// compare exactly across a reopen.
     fn open(&self) -> KvEngine {
-        let options = hightower::EngineOptions {
+        let options = hightower_engine::EngineOptions {
             background_threads: false,
-            ..hightower::EngineOptions::default()
+            ..hightower_engine::EngineOptions::default()
         };
         KvEngine::open_with(self.config(), options).expect("open the store")
     }

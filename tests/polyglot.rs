@@ -29,7 +29,8 @@ const HIGHTOWER: &str = env!("CARGO_BIN_EXE_hightower");
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use hightower::snapshot::restore_snapshot;
-use hightower::{Command, Config, KvEngine, Op, Outcome, SnapshotProvider, SyncMode};
+use hightower_engine::snapshot::restore_snapshot;
+use hightower_engine::{Command, Config, KvEngine, Op, Outcome, SnapshotProvider, SyncMode};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]

@@ -11,11 +11,11 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{Harness, guest, sandbox};
-use hightower::wasm::SandboxConfig;
+use hightower_wasm::SandboxConfig;
 
 const HIGHTOWER: &str = env!("CARGO_BIN_EXE_hightower");
-const SUITE: &str = env!("HIGHTOWER_GUEST_KEYVALUE_SUITE");
-const KV_CLI: &str = env!("HIGHTOWER_GUEST_KV_CLI");
+const SUITE: &str = hightower_test_guests::KEYVALUE_SUITE;
+const KV_CLI: &str = hightower_test_guests::KV_CLI;
 
 /// The limits the suite's `draft` and `draft2` commands are written for.
 const CONFIG: &str = "[wasm]\nmax_page_keys = 4\nmax_batch_ops = 16\n";

@@ -7,10 +7,10 @@ mod common;
 use std::path::PathBuf;
 
 use common::{Harness, call_ok, guest, key_value, sandbox};
-use hightower::wasm::{CompiledFrom, SandboxConfig, WasmRuntime};
+use hightower_wasm::{CompiledFrom, SandboxConfig, WasmRuntime};
 
-const WELL_BEHAVED: &str = env!("HIGHTOWER_GUEST_WELL_BEHAVED");
-const SPIN: &str = env!("HIGHTOWER_GUEST_SPIN");
+const WELL_BEHAVED: &str = hightower_test_guests::WELL_BEHAVED;
+const SPIN: &str = hightower_test_guests::SPIN;
 
 fn cache_files(h: &Harness) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(h.dir.path().join("wasm-cache"))

@@ -9,9 +9,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 
 use common::{Harness, call_ok, key_value};
-use hightower::SyncMode;
+use hightower_engine::SyncMode;
 
-const WELL_BEHAVED: &str = env!("HIGHTOWER_GUEST_WELL_BEHAVED");
+const WELL_BEHAVED: &str = hightower_test_guests::WELL_BEHAVED;
 const GUEST_THREADS: usize = 4;
 const NATIVE_THREADS: usize = 2;
 const WRITES: usize = 60;

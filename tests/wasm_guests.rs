@@ -7,14 +7,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Harness, call, call_ok, guest, sandbox};
-use hightower::wasm::{SandboxConfig, WasmError};
+use hightower_wasm::{SandboxConfig, WasmError};
 
-const WELL_BEHAVED: &str = env!("HIGHTOWER_GUEST_WELL_BEHAVED");
-const ESCAPE: &str = env!("HIGHTOWER_GUEST_ESCAPE");
-const SPIN: &str = env!("HIGHTOWER_GUEST_SPIN");
-const MEMORY_BOMB: &str = env!("HIGHTOWER_GUEST_MEMORY_BOMB");
-const PANICKY: &str = env!("HIGHTOWER_GUEST_PANICKY");
-const OVERSIZE: &str = env!("HIGHTOWER_GUEST_OVERSIZE");
+const WELL_BEHAVED: &str = hightower_test_guests::WELL_BEHAVED;
+const ESCAPE: &str = hightower_test_guests::ESCAPE;
+const SPIN: &str = hightower_test_guests::SPIN;
+const MEMORY_BOMB: &str = hightower_test_guests::MEMORY_BOMB;
+const PANICKY: &str = hightower_test_guests::PANICKY;
+const OVERSIZE: &str = hightower_test_guests::OVERSIZE;
 
 /// Keys outside the guest's namespace `app/`, some of them prefix tricks.
 fn seed_neighbours(h: &Harness) -> Vec<(Vec<u8>, Vec<u8>)> {

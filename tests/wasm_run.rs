@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 const HIGHTOWER: &str = env!("CARGO_BIN_EXE_hightower");
-const KV_CLI: &str = env!("HIGHTOWER_GUEST_KV_CLI");
-const PANICKY: &str = env!("HIGHTOWER_GUEST_PANICKY");
+const KV_CLI: &str = hightower_test_guests::KV_CLI;
+const PANICKY: &str = hightower_test_guests::PANICKY;
 
 fn hightower(dir: &Path, args: &[&str]) -> Output {
     Command::new(HIGHTOWER)

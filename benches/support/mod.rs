@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::time::Duration;
 
-use hightower::{Command, KvEngine, Op, Outcome};
+use hightower_engine::{Command, KvEngine, Op, Outcome};
 
 pub const KEY_BYTES: usize = 16;
 pub const VALUE_BYTES: usize = 100;

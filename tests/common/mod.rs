@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hightower::wasm::{Extension, SandboxConfig, WasmError, WasmRuntime};
-use hightower::{Config, KvEngine, SyncMode};
+use hightower_engine::{Config, KvEngine, SyncMode};
+use hightower_wasm::{Extension, SandboxConfig, WasmError, WasmRuntime};
 
 /// A test guest's wasm bytes, built by host/build.rs.
 pub fn guest(path: &str) -> Vec<u8> {

@@ -1,0 +1,590 @@
+//! `hightower auth`: users and API keys through the auth component.
+//!
+//! Passwords and tokens never come from argv (visible in `ps` and shell
+//! history): they are read from the terminal with echo off, or else one
+//! per line from stdin.
+//!
+//! Exit codes (in addition to the CLI's): 1 user or key not found ·
+//! 2 invalid username, password or argument, hashing parameters, a missing
+//! secret on stdin, or an unusable key-encryption key · 5 the component
+//! failed or data could not be decrypted · 7 invalid credentials or token ·
+//! 8 username taken or conflict (retry). Bad flags are refused before the
+//! data directory is opened.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use hightower_engine::{Config, Error, KvEngine};
+use hightower_wasm::auth::AuthConfig;
+use hightower_wasm::auth::{
+    Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KekError, KeyRing, KeySource,
+};
+use hightower_wasm::{SandboxConfig, WasmRuntime};
+
+use crate::error::CliError;
+
+const EXIT_NOT_FOUND: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_OTHER: u8 = 5;
+pub const EXIT_DENIED: u8 = 7;
+pub const EXIT_CONFLICT: u8 = 8;
+
+#[derive(Args)]
+pub struct AuthArgs {
+    /// Argon2id memory in KiB for new hashes [default: 19456].
+    #[arg(long, global = true, value_name = "KIB")]
+    argon2_m: Option<u32>,
+    /// Argon2id passes [default: 2].
+    #[arg(long, global = true, value_name = "T")]
+    argon2_t: Option<u32>,
+    /// Argon2id lanes [default: 1].
+    #[arg(long, global = true, value_name = "P")]
+    argon2_p: Option<u32>,
+    /// Hash new passwords with bcrypt at this cost instead (legacy only).
+    #[arg(long, global = true, value_name = "COST", conflicts_with_all = ["argon2_m", "argon2_t", "argon2_p"])]
+    bcrypt_cost: Option<u32>,
+    #[command(subcommand)]
+    command: AuthCommand,
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Users and passwords.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (password from the prompt or stdin); prints its id.
+    Create {
+        username: String,
+        /// Metadata stored encrypted with the user (a file, `-` is not allowed: stdin has the password).
+        #[arg(long, value_name = "FILE")]
+        metadata_file: Option<std::path::PathBuf>,
+    },
+    /// Check a password (from the prompt or stdin); prints the user id. Exit 7 if wrong.
+    Verify { username: String },
+    /// Change a password: the current one, then the new one (two lines on stdin).
+    Passwd { username: String },
+    /// Show a user and its decrypted metadata.
+    Show { username: String },
+    /// Delete a user, its indexes and all its API keys.
+    Delete { username: String },
+    /// List users, one per line: id, username, created (Unix seconds).
+    List {
+        /// Users per page, 1 to 1000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Start after this user id (the `next:` line of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an API key for USERNAME; prints the token (shown only once) on stdout.
+    Create {
+        username: String,
+        #[arg(long)]
+        name: String,
+        /// A scope to grant (repeat for more).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Lifetime in seconds, at least 1 [default: no expiry].
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_EXPIRES_IN_SECS))]
+        expires_in: Option<u64>,
+    },
+    /// Check a token (from the prompt or stdin); prints user id, key id and scopes. Exit 7 if invalid.
+    Verify,
+    /// Revoke a key by id.
+    Revoke { key_id: String },
+    /// List a user's keys: id, name, scopes, created, expires, revoked, last eight characters.
+    List { username: String },
+}
+
+/// Longest `--expires-in`: 100 years (the expiry must fit a u64 of seconds).
+const MAX_EXPIRES_IN_SECS: u64 = 100 * 366 * 24 * 3600;
+
+/// The hasher the flags ask for, checked here (exit 2, before the data
+/// directory is opened) with the rules the component applies.
+/// The flags override the config file's `[auth]` table; an error names
+/// whichever of the two set the bad value.
+fn hasher_from_args(
+    args: &AuthArgs,
+    config: &AuthConfig,
+    max_memory_bytes: u64,
+) -> Result<Hasher, String> {
+    let pick =
+        |flag: Option<u32>, flag_name: &'static str, value: u32, field: &'static str| match flag {
+            Some(given) => (given, flag_name),
+            None => (value, field),
+        };
+    let argon2_flags =
+        args.argon2_m.is_some() || args.argon2_t.is_some() || args.argon2_p.is_some();
+    let bcrypt = match args.bcrypt_cost {
+        Some(cost) => Some((cost, "--bcrypt-cost")),
+        None if config.bcrypt_cost != 0 && !argon2_flags => {
+            Some((config.bcrypt_cost, "auth.bcrypt_cost"))
+        }
+        None => None,
+    };
+    if let Some((cost, name)) = bcrypt {
+        if !(10..=31).contains(&cost) {
+            return Err(format!("{name}: {cost} is not in 10..=31"));
+        }
+        return Ok(Hasher::Bcrypt(cost));
+    }
+    let (m_kib, m_name) = pick(
+        args.argon2_m,
+        "--argon2-m",
+        config.argon2_m_kib,
+        "auth.argon2_m_kib",
+    );
+    let (t, t_name) = pick(
+        args.argon2_t,
+        "--argon2-t",
+        config.argon2_t,
+        "auth.argon2_t",
+    );
+    let (p, p_name) = pick(
+        args.argon2_p,
+        "--argon2-p",
+        config.argon2_p,
+        "auth.argon2_p",
+    );
+    let params = Argon2Params { m_kib, t, p };
+    if params.t == 0 {
+        return Err(format!("{t_name}: must be at least 1"));
+    }
+    if !(1..=0xFF_FFFF).contains(&params.p) {
+        return Err(format!("{p_name}: {} is not in 1..=16777215", params.p));
+    }
+    if (params.m_kib as u64) < 8 * params.p as u64 {
+        return Err(format!(
+            "{m_name}: {} KiB is below 8 KiB per lane ({} lanes)",
+            params.m_kib, params.p
+        ));
+    }
+    if params.m_kib as u64 * 1024 >= max_memory_bytes {
+        return Err(format!(
+            "{m_name}: {} KiB does not fit the sandbox's memory limit of {} bytes \
+             (wasm.max_memory_bytes in the config file)",
+            params.m_kib, max_memory_bytes
+        ));
+    }
+    Ok(Hasher::Argon2id(params))
+}
+
+pub fn run(
+    config: Config,
+    sandbox: SandboxConfig,
+    auth_config: AuthConfig,
+    args: AuthArgs,
+) -> Result<ExitCode, CliError> {
+    let hasher = match hasher_from_args(&args, &auth_config, sandbox.max_memory_bytes) {
+        Ok(hasher) => hasher,
+        Err(message) => return Ok(usage(&message)),
+    };
+    // Files named by flags are read before the store is opened.
+    let metadata = match &args.command {
+        AuthCommand::User(UserCommand::Create {
+            metadata_file: Some(path),
+            ..
+        }) => Some(std::fs::read(path).map_err(|source| {
+            Error::io(format!("read metadata file {}", path.display()), source)
+        })?),
+        _ => None,
+    };
+    let data_dir = config.data_dir.clone();
+    let engine = Arc::new(KvEngine::open(config)?);
+    let keys = KeyRing::from_env_or_data_dir(&data_dir).map(|(keys, source)| {
+        if let KeySource::File {
+            path,
+            created: true,
+        } = &source
+        {
+            eprintln!(
+                "hightower: created key-encryption key file {} (mode 0600)",
+                path.display()
+            );
+        }
+        keys
+    });
+    let result = keys.map_err(Outcome::Key).and_then(|keys| {
+        WasmRuntime::new(engine.clone(), sandbox)
+            .map_err(|e| Outcome::Client(e.into()))
+            .and_then(|runtime| AuthClient::load(&runtime, hasher, &keys).map_err(Outcome::Client))
+            .and_then(|client| dispatch(&client, args.command, metadata))
+    });
+    // Printed before the store is closed: a token must not be lost to a
+    // failing final fsync.
+    let written = match &result {
+        Ok(text) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|source| Error::io("write to stdout", source))
+        }
+        Err(_) => Ok(()),
+    };
+    if let Ok(engine) = Arc::try_unwrap(engine) {
+        engine.close()?;
+    }
+    written?;
+    match result {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(Outcome::Client(AuthClientError::Auth(e))) => {
+            eprintln!("hightower: {e}");
+            Ok(ExitCode::from(exit_code(&e)))
+        }
+        Err(Outcome::Client(AuthClientError::Wasm(e))) => {
+            eprintln!("hightower: auth component failed: {e}");
+            Ok(ExitCode::from(EXIT_OTHER))
+        }
+        Err(Outcome::Key(e)) => {
+            eprintln!("hightower: auth key-encryption key: {e}");
+            Ok(ExitCode::from(match e {
+                KekError::Io { .. } => EXIT_OTHER,
+                _ => EXIT_USAGE,
+            }))
+        }
+        Err(Outcome::Usage(message)) => Ok(usage(&message)),
+        Err(Outcome::Cli(e)) => Err(e.into()),
+    }
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("hightower: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn exit_code(e: &AuthError) -> u8 {
+    match e {
+        AuthError::UserNotFound | AuthError::KeyNotFound => EXIT_NOT_FOUND,
+        AuthError::InvalidUsername(_)
+        | AuthError::InvalidPassword(_)
+        | AuthError::InvalidArgument(_) => EXIT_USAGE,
+        AuthError::InvalidCredentials | AuthError::InvalidToken => EXIT_DENIED,
+        AuthError::UsernameTaken | AuthError::Conflict => EXIT_CONFLICT,
+        AuthError::Crypto(_) | AuthError::Storage(_) => EXIT_OTHER,
+    }
+}
+
+enum Outcome {
+    Client(AuthClientError),
+    Key(KekError),
+    /// Bad input found by the CLI (a missing secret): exit 2.
+    Usage(String),
+    Cli(Error),
+}
+
+impl From<AuthClientError> for Outcome {
+    fn from(e: AuthClientError) -> Self {
+        Outcome::Client(e)
+    }
+}
+
+impl From<Error> for Outcome {
+    fn from(e: Error) -> Self {
+        Outcome::Cli(e)
+    }
+}
+
+/// Appends a line to the command's output (written at the end in one go,
+/// so that a closed stdout is an error to report, not a panic of `println!`).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
+/// Runs one command; returns what it prints on stdout.
+fn dispatch(
+    client: &AuthClient,
+    command: AuthCommand,
+    metadata: Option<Vec<u8>>,
+) -> Result<String, Outcome> {
+    let mut input = SecretInput::new();
+    let mut out = String::new();
+    match command {
+        AuthCommand::User(UserCommand::Create { username, .. }) => {
+            let password = input.read_new("Password: ", "password")?;
+            let user = client.create_user(&username, &password, metadata.as_deref())?;
+            outln!(out, "{}", user.id);
+        }
+        AuthCommand::User(UserCommand::Verify { username }) => {
+            let password = input.read("Password: ", "password")?;
+            let user = client.verify_password(&username, &password)?;
+            outln!(out, "{}", user.id);
+        }
+        AuthCommand::User(UserCommand::Passwd { username }) => {
+            let current = input.read("Current password: ", "current password")?;
+            let new = input.read_new("New password: ", "new password")?;
+            client.change_password(&username, &current, &new)?;
+            eprintln!("password changed");
+        }
+        AuthCommand::User(UserCommand::Show { username }) => {
+            let id = client.lookup_user(&username)?;
+            let user = client.get_user(&id)?;
+            outln!(out, "id: {}", user.id);
+            outln!(out, "username: {}", user.username);
+            outln!(out, "created: {}", user.created_at);
+            outln!(out, "updated: {}", user.updated_at);
+            match user.metadata {
+                Some(m) => outln!(out, "metadata: {}", String::from_utf8_lossy(&m)),
+                None => outln!(out, "metadata: (none)"),
+            }
+        }
+        AuthCommand::User(UserCommand::Delete { username }) => {
+            let id = client.lookup_user(&username)?;
+            client.delete_user(&id)?;
+            eprintln!("deleted user {id}");
+        }
+        AuthCommand::User(UserCommand::List { limit, cursor }) => {
+            let page = client.list_users(cursor.as_deref(), limit)?;
+            for u in page.users {
+                outln!(out, "{}\t{}\t{}", u.id, u.username, u.created_at);
+            }
+            if let Some(next) = page.next_cursor {
+                outln!(out, "next: {next}");
+            }
+        }
+        AuthCommand::Key(KeyCommand::Create {
+            username,
+            name,
+            scopes,
+            expires_in,
+        }) => {
+            let id = client.lookup_user(&username)?;
+            // Cannot overflow: at most 100 years are added.
+            let expires_at = expires_in.map(|s| now().saturating_add(s));
+            let new = client.create_api_key(&id, &name, &scopes, expires_at)?;
+            eprintln!("key id {} (the token is shown only this once)", new.key.id);
+            outln!(out, "{}", new.token);
+        }
+        AuthCommand::Key(KeyCommand::Verify) => {
+            let token = input.read("Token: ", "token")?;
+            let p = client.verify_api_key(&token)?;
+            outln!(out, "user: {}", p.user_id);
+            outln!(out, "key: {}", p.key_id);
+            outln!(out, "scopes: {}", p.scopes.join(" "));
+        }
+        AuthCommand::Key(KeyCommand::Revoke { key_id }) => {
+            client.revoke_api_key(&key_id)?;
+            eprintln!("revoked key {key_id}");
+        }
+        AuthCommand::Key(KeyCommand::List { username }) => {
+            let id = client.lookup_user(&username)?;
+            for k in client.list_api_keys(&id)? {
+                let opt = |v: Option<u64>| v.map_or("-".to_string(), |t| t.to_string());
+                outln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}\t{}\t...{}",
+                    k.id,
+                    k.name,
+                    if k.scopes.is_empty() {
+                        "-".into()
+                    } else {
+                        k.scopes.join(",")
+                    },
+                    k.created_at,
+                    opt(k.expires_at),
+                    opt(k.revoked_at),
+                    k.last_eight
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Secrets from the terminal (echo off) or, when stdin is not a terminal,
+/// one per line from stdin. Both read through the one lock of stdin (std's
+/// stdin lock is not reentrant: taking it again would hang).
+struct SecretInput {
+    tty: bool,
+    stdin: std::io::StdinLock<'static>,
+}
+
+impl SecretInput {
+    fn new() -> Self {
+        let stdin = std::io::stdin();
+        SecretInput {
+            tty: stdin.is_terminal(),
+            stdin: stdin.lock(),
+        }
+    }
+
+    /// One secret; `what` names it in the message when stdin has none.
+    fn read(&mut self, prompt: &str, what: &str) -> Result<String, Outcome> {
+        let line = if self.tty {
+            self.prompt_no_echo(prompt)?
+        } else {
+            self.line("read from stdin")?
+        };
+        line.ok_or_else(|| {
+            Outcome::Usage(format!(
+                "no {what} on stdin: give each secret on a line of its own"
+            ))
+        })
+    }
+
+    /// A new password: asked twice on a terminal.
+    fn read_new(&mut self, prompt: &str, what: &str) -> Result<String, Outcome> {
+        let first = self.read(prompt, what)?;
+        if self.tty && self.read("Again: ", what)? != first {
+            return Err(Outcome::Usage("the two passwords differ".into()));
+        }
+        Ok(first)
+    }
+
+    /// The next line without its line ending; `None` at end of input.
+    fn line(&mut self, context: &str) -> Result<Option<String>, Error> {
+        let mut line = String::new();
+        match self.stdin.read_line(&mut line) {
+            Ok(0) => Ok(None),
+            Ok(_) => {
+                if line.ends_with('\n') {
+                    line.pop();
+                }
+                if line.ends_with('\r') {
+                    line.pop();
+                }
+                Ok(Some(line))
+            }
+            Err(source) => Err(Error::io(context.to_string(), source)),
+        }
+    }
+
+    /// Prompts on stderr and reads a line with the terminal's echo off
+    /// (the newline is still echoed). Echo is turned off before the prompt
+    /// appears, so nothing typed after it is shown, and restored after.
+    fn prompt_no_echo(&mut self, prompt: &str) -> Result<Option<String>, Outcome> {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let no_echo = |e: rustix::io::Errno| {
+            Outcome::Usage(format!(
+                "cannot turn off the terminal's echo ({e}); give the secret on stdin instead"
+            ))
+        };
+        let saved = tcgetattr(&self.stdin).map_err(no_echo)?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        quiet.local_modes.insert(LocalModes::ECHONL);
+        tcsetattr(&self.stdin, OptionalActions::Now, &quiet).map_err(no_echo)?;
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let line = self.line("read from the terminal");
+        let _ = tcsetattr(&self.stdin, OptionalActions::Now, &saved);
+        Ok(line?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        auth: AuthArgs,
+    }
+
+    fn hasher_with(flags: &[&str], config: &AuthConfig) -> Result<Hasher, String> {
+        let argv = ["auth"].iter().chain(flags).chain(&["key", "verify"]);
+        hasher_from_args(&Cli::try_parse_from(argv).unwrap().auth, config, 64 << 20)
+    }
+
+    fn hasher(flags: &[&str]) -> Result<Hasher, String> {
+        hasher_with(flags, &AuthConfig::default())
+    }
+
+    #[test]
+    fn the_config_file_sets_the_hashing_and_flags_override_it() {
+        let config = AuthConfig {
+            argon2_m_kib: 1024,
+            argon2_t: 3,
+            ..AuthConfig::default()
+        };
+        let params = |m_kib, t| Ok(Hasher::Argon2id(Argon2Params { m_kib, t, p: 1 }));
+        assert_eq!(hasher_with(&[], &config), params(1024, 3));
+        assert_eq!(hasher_with(&["--argon2-t", "1"], &config), params(1024, 1));
+        let bcrypt = AuthConfig {
+            bcrypt_cost: 12,
+            ..AuthConfig::default()
+        };
+        assert_eq!(hasher_with(&[], &bcrypt), Ok(Hasher::Bcrypt(12)));
+        assert_eq!(hasher_with(&["--argon2-m", "64"], &bcrypt), params(64, 2));
+        let bad = AuthConfig {
+            argon2_t: 0,
+            ..AuthConfig::default()
+        };
+        let err = hasher_with(&[], &bad).unwrap_err();
+        assert!(err.starts_with("auth.argon2_t:"), "{err}");
+        let bad_cost = AuthConfig {
+            bcrypt_cost: 3,
+            ..AuthConfig::default()
+        };
+        let err = hasher_with(&[], &bad_cost).unwrap_err();
+        assert!(err.starts_with("auth.bcrypt_cost:"), "{err}");
+    }
+
+    #[test]
+    fn hashing_flags_are_checked_with_the_components_rules() {
+        assert_eq!(hasher(&[]), Ok(Hasher::default()));
+        assert_eq!(
+            hasher(&["--argon2-m", "64", "--argon2-t", "1"]),
+            Ok(Hasher::Argon2id(Argon2Params {
+                m_kib: 64,
+                t: 1,
+                p: 1
+            }))
+        );
+        assert_eq!(hasher(&["--bcrypt-cost", "10"]), Ok(Hasher::Bcrypt(10)));
+        for (flags, needle) in [
+            (
+                &["--bcrypt-cost", "4"][..],
+                "--bcrypt-cost: 4 is not in 10..=31",
+            ),
+            (&["--argon2-t", "0"], "--argon2-t"),
+            (&["--argon2-p", "0"], "--argon2-p"),
+            (
+                &["--argon2-m", "15", "--argon2-p", "2"],
+                "below 8 KiB per lane",
+            ),
+            (&["--argon2-m", "65536"], "wasm.max_memory_bytes"),
+        ] {
+            let err = hasher(flags).unwrap_err();
+            assert!(err.contains(needle), "{flags:?}: {err}");
+        }
+        // bcrypt and Argon2 flags exclude each other.
+        assert!(
+            Cli::try_parse_from([
+                "auth",
+                "--bcrypt-cost",
+                "10",
+                "--argon2-m",
+                "64",
+                "key",
+                "verify"
+            ])
+            .is_err()
+        );
+    }
+}
