@@ -120,7 +120,7 @@ fn read_phase(dir: &Path, n: u64, budget: u64) {
     let started = Instant::now();
     let engine = KvEngine::open(config(dir, budget)).expect("reopen the engine");
     let opened = started.elapsed();
-    assert!(engine.get(&key(n / 2)).expect("get").is_some());
+    assert!(engine.get(key(n / 2)).expect("get").is_some());
     report("reopen.open_seconds", secs(opened));
     report("reopen.first_get_seconds", secs(started.elapsed()));
     report_memory("after_open");
@@ -193,7 +193,7 @@ fn run_gets(
     let started = Instant::now();
     let mut bytes = 0;
     for _ in 0..count {
-        let value = engine.get(&next_key()).expect("get");
+        let value = engine.get(next_key()).expect("get");
         assert_eq!(value.is_some(), present);
         bytes += value.map_or(0, |v| v.len());
     }

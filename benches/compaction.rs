@@ -121,8 +121,7 @@ fn latency_round(n: u64, sync: SyncMode, clients: &Clients, round: u64) -> Vec<(
     }
     let fill_seconds = started.elapsed().as_secs_f64();
     engine.flush().expect("flush");
-    let storage = engine.state().storage();
-    storage
+    engine
         .build_pending_metas()
         .expect("write segment metadata");
     let before = engine.stats().storage;
@@ -202,13 +201,13 @@ fn run_clients(
             let mut rng = Rng(0x9070 + round);
             paced(clients.put_rate, stop, "put", || {
                 let k = key(rng.below(n));
-                engine.put(&k, &rng.value()).expect("put");
+                engine.put(k, rng.value()).expect("put");
             })
         });
         let getter = scope.spawn(move || {
             let mut rng = Rng(0x6E70 + round);
             paced(clients.get_rate, stop, "get", || {
-                let value = engine.get(&key(rng.below(n))).expect("get");
+                let value = engine.get(key(rng.below(n))).expect("get");
                 assert!(value.is_some(), "a present key");
             })
         });
@@ -314,7 +313,7 @@ fn space(n: u64) {
     for _ in 0..3 {
         let started = Instant::now();
         let engine = KvEngine::open(config.clone()).expect("reopen");
-        assert!(engine.get(&key(n / 2)).expect("get").is_some());
+        assert!(engine.get(key(n / 2)).expect("get").is_some());
         restarts.push(started.elapsed().as_secs_f64() * 1e3);
         assert_eq!(engine.stats().storage.keys, n);
         engine.close().expect("close the engine");

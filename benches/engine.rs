@@ -237,7 +237,7 @@ fn put(c: &mut Criterion) {
             let mut rng = Rng::new(iters);
             let started = Instant::now();
             for i in 0..iters {
-                black_box(store.engine.put(&key(i), pool.pick(&mut rng)).unwrap());
+                black_box(store.engine.put(key(i), pool.pick(&mut rng)).unwrap());
             }
             started.elapsed()
         })
@@ -263,7 +263,7 @@ fn get(c: &mut Criterion) {
         b.iter(|| {
             let mut bytes = 0;
             for _ in 0..GETS_PER_ITER {
-                let value = engine.get(&key(rng.below(n))).unwrap();
+                let value = engine.get(key(rng.below(n))).unwrap();
                 bytes += value.expect("a filled key is present").len();
             }
             assert_eq!(bytes, GETS_PER_ITER as usize * VALUE_BYTES);
@@ -278,7 +278,7 @@ fn get(c: &mut Criterion) {
             for _ in 0..GETS_PER_ITER {
                 // Keys n.. were never written.
                 let absent = key(n + rng.below(u64::MAX / 2));
-                found += usize::from(engine.get(&absent).unwrap().is_some());
+                found += usize::from(engine.get(absent).unwrap().is_some());
             }
             assert_eq!(found, 0);
             found
@@ -314,7 +314,7 @@ fn durable_put(c: &mut Criterion) {
                     let mut rng = Rng::new(first_keys[w as usize]);
                     for i in 0..per_writer(w) {
                         let k = key(first_keys[w as usize] + i);
-                        black_box(engine.put(&k, pool.pick(&mut rng)).unwrap());
+                        black_box(engine.put(k, pool.pick(&mut rng)).unwrap());
                     }
                 };
                 if writers == 1 {

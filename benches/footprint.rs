@@ -247,7 +247,7 @@ fn random_gets(engine: &KvEngine, n: u64) -> Duration {
     let started = Instant::now();
     let mut bytes = 0;
     for _ in 0..n {
-        let value = engine.get(&key(rng.below(n))).expect("get");
+        let value = engine.get(key(rng.below(n))).expect("get");
         bytes += value.expect("a filled key is present").len();
     }
     let getting = started.elapsed();
@@ -262,7 +262,7 @@ fn restart_child(dir: &Path, n: u64) {
     let started = Instant::now();
     let engine = KvEngine::open(config).expect("reopen the engine");
     let opened = started.elapsed();
-    let value = engine.get(&probe).expect("get after reopen");
+    let value = engine.get(probe).expect("get after reopen");
     let first_get = started.elapsed();
     assert_eq!(value.map(|v| v.len()), Some(VALUE_BYTES));
     let stats = engine.stats();

@@ -49,7 +49,7 @@ fn benches(c: &mut Criterion) {
     let runtime = WasmRuntime::new(kv.clone(), sandbox.clone()).unwrap();
     let wasm = std::fs::read(WELL_BEHAVED).unwrap();
     let ext = runtime.load("well-behaved", &wasm, &["bench/"]).unwrap();
-    kv.put(b"bench/hit", &[7; 100]).unwrap();
+    kv.put(b"bench/hit", [7; 100]).unwrap();
 
     let mut group = c.benchmark_group("get");
     for (name, key) in [("hit-100B", &b"hit"[..]), ("miss", b"miss")] {

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hightower_engine::fault::{FailNth, IoFaults, IoOp};
+use hightower_engine::testing::{FailNth, IoFaults, IoOp};
 use hightower_engine::{Command, Config, EngineOptions, KvEngine, Op, SyncMode};
 use rng::Rng;
 
@@ -45,7 +45,7 @@ fn assert_matches(engine: &KvEngine, model: &Model, context: &str) {
     for (k, v) in model {
         assert_eq!(engine.get(k).unwrap().as_ref(), Some(v), "{context}: {k:?}");
     }
-    let listed = engine.state().dump().unwrap();
+    let listed = engine.dump().unwrap();
     assert_eq!(listed.len(), model.len(), "{context}: listing length");
     for ((k, found), (mk, mv)) in listed.iter().zip(model) {
         assert_eq!((k, &found.value), (mk, mv), "{context}: listing");
@@ -108,16 +108,16 @@ fn a_small_hot_index_over_200_000_keys_matches_a_model() {
         let i = rng.below(KEYS);
         match rng.below(10) {
             0..=4 => {
-                let found = engine.get(&key(i)).unwrap();
+                let found = engine.get(key(i)).unwrap();
                 assert_eq!(found.as_ref(), model.get(&key(i)), "step {step}: get {i}");
             }
             5 | 6 => {
                 let v = value(i, step);
-                engine.put(&key(i), &v).unwrap();
+                engine.put(key(i), &v).unwrap();
                 model.insert(key(i), v);
             }
             7 | 8 => {
-                let deleted = engine.delete(&key(i)).unwrap();
+                let deleted = engine.delete(key(i)).unwrap();
                 assert_eq!(
                     deleted.is_some(),
                     model.remove(&key(i)).is_some(),
@@ -170,12 +170,12 @@ fn compaction_keeps_live_data_and_gives_back_the_space() {
     let mut model = Model::new();
     for round in 0..3 {
         for i in 0..KEYS {
-            engine.put(&key(i), &value(i, round)).unwrap();
+            engine.put(key(i), value(i, round)).unwrap();
             model.insert(key(i), value(i, round));
         }
     }
     for i in (0..KEYS).step_by(3) {
-        engine.delete(&key(i)).unwrap();
+        engine.delete(key(i)).unwrap();
         model.remove(&key(i));
     }
     let before = engine.stats().storage;
@@ -202,7 +202,7 @@ fn compaction_keeps_live_data_and_gives_back_the_space() {
     assert_eq!(engine.stats().storage.committed_version, next);
     // Deleted keys stay deleted after their tombstones are gone.
     for i in (0..KEYS).step_by(3) {
-        assert_eq!(engine.get(&key(i)).unwrap(), None, "key {i} came back");
+        assert_eq!(engine.get(key(i)).unwrap(), None, "key {i} came back");
     }
 }
 
@@ -243,7 +243,7 @@ fn a_write_racing_with_compaction_wins() {
     let engine = Arc::new(deterministic(config.clone()));
     for round in 0..4 {
         for i in 0..1_000 {
-            engine.put(&key(i), &value(i, round)).unwrap();
+            engine.put(key(i), value(i, round)).unwrap();
         }
     }
     let writer = {
@@ -251,7 +251,7 @@ fn a_write_racing_with_compaction_wins() {
         std::thread::spawn(move || {
             for round in 10..40 {
                 for i in 0..1_000 {
-                    engine.put(&key(i), &value(i, round)).unwrap();
+                    engine.put(key(i), value(i, round)).unwrap();
                 }
             }
         })
@@ -261,7 +261,7 @@ fn a_write_racing_with_compaction_wins() {
     }
     writer.join().unwrap();
     for i in 0..1_000 {
-        assert_eq!(engine.get(&key(i)).unwrap(), Some(value(i, 39)), "key {i}");
+        assert_eq!(engine.get(key(i)).unwrap(), Some(value(i, 39)), "key {i}");
     }
 }
 
@@ -306,7 +306,7 @@ fn fill_for_faults(engine: &KvEngine) -> Model {
         }
     }
     for i in (0..400).step_by(4) {
-        engine.delete(&key(i)).unwrap();
+        engine.delete(key(i)).unwrap();
         model.remove(&key(i));
     }
     model
@@ -390,17 +390,17 @@ fn a_failure_at_any_compaction_step_loses_nothing() {
                 // included), then a full compaction.
                 let mut model = model;
                 for i in (0..400).step_by(7) {
-                    engine.put(&key(i), b"newer").unwrap();
+                    engine.put(key(i), b"newer").unwrap();
                     model.insert(key(i), b"newer".to_vec());
                 }
                 for _ in 0..4 {
-                    engine.state().storage().maintain();
+                    engine.maintain_now();
                 }
                 assert_matches(&engine, &model, &format!("{context}, background rounds"));
                 engine.compact().unwrap();
                 assert_matches(&engine, &model, &format!("{context}, compacted again"));
                 drop(engine);
-                for segment in hightower_engine::storage::verify_segments(&config).unwrap() {
+                for segment in hightower_engine::verify_segments(&config).unwrap() {
                     assert!(!segment.verdict.is_corrupt(), "{context}: {segment:?}");
                 }
             }
@@ -424,7 +424,7 @@ fn space_after_three_overwrites_and_compaction() {
     let value = [7u8; 100];
     for _round in 0..3 {
         for i in 0..KEYS {
-            engine.put(format!("{i:016}").as_bytes(), &value).unwrap();
+            engine.put(format!("{i:016}").as_bytes(), value).unwrap();
         }
     }
     engine.compact().unwrap();

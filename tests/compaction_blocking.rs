@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use hightower_engine::fault::{IoFaults, IoOp};
+use hightower_engine::testing::{IoFaults, IoOp};
 use hightower_engine::{Command, Config, EngineOptions, KvEngine, Op, SyncMode};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -119,7 +119,7 @@ fn a_put_completes_while_compaction_fsyncs_the_active_segment() {
     let compaction = {
         let engine = engine.clone();
         std::thread::spawn(move || {
-            engine.state().storage().maintain();
+            engine.maintain_now();
             engine.stats().metrics.compactions
         })
     };

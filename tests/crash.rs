@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use hightower_engine::storage::verify_segments;
+use hightower_engine::verify_segments;
 use hightower_engine::{Command, Condition, Config, Error, KvEngine, Op, Outcome, SyncMode};
 
 const CHILD_DIR_ENV: &str = "HIGHTOWER_CRASH_CHILD";
@@ -270,7 +270,7 @@ fn write_until_killed(engine: &KvEngine, iteration: u64, thread: u64, seed: u64)
             }
             _ => {
                 let key = put_key(iteration, thread, n);
-                match engine.put(key.as_bytes(), &put_value(&key)) {
+                match engine.put(key.as_bytes(), put_value(&key)) {
                     Ok(_) => report(&format!("put {key}")),
                     Err(err) => die(format!("put {key}: {err}")),
                 }
@@ -593,7 +593,6 @@ fn crash_iterations(sync: SyncMode, iterations: u64) {
         let engine = KvEngine::open(config(&dir, sync))
             .unwrap_or_else(|err| panic!("{context}: reopen after SIGKILL failed: {err}"));
         let actual: Model = engine
-            .state()
             .dump()
             .unwrap()
             .into_iter()

@@ -121,7 +121,7 @@ fn compacting_every_sealed_segment_keeps_the_live_key_count() {
     );
     let engine = open(tmp.path());
     assert_eq!(engine.stats().storage.keys, 2_950);
-    assert_eq!(engine.state().dump().unwrap().len(), 2_950);
+    assert_eq!(engine.dump().unwrap().len(), 2_950);
     // And once more after writes to the active segment and another reopen.
     set(&engine, "key-999999".into(), "new key");
     engine.delete(b"key-000001").unwrap();
@@ -157,11 +157,11 @@ fn a_partial_compaction_then_a_reopen_counts_each_key_once() {
     assert_eq!(engine.stats().storage.segments, segments, "no roll");
     // One round audits nothing (the writer's segments are audited) and
     // compacts the run the policy picks: segment 1 alone.
-    engine.state().storage().maintain();
+    engine.maintain_now();
     assert_eq!(engine.stats().metrics.compactions, 1);
     assert_eq!(engine.stats().storage.keys, 1_550);
     engine.close().unwrap();
     let engine = open(tmp.path());
-    assert_eq!(engine.state().dump().unwrap().len(), 1_550);
+    assert_eq!(engine.dump().unwrap().len(), 1_550);
     assert_eq!(engine.stats().storage.keys, 1_550, "each key counted once");
 }

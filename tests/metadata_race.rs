@@ -38,14 +38,14 @@ fn metadata_is_never_built_for_the_active_segment() {
         let (engine, stop) = (engine.clone(), stop.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                engine.state().storage().build_pending_metas().unwrap();
+                engine.build_pending_metas().unwrap();
             }
         })
     };
     let mut missing = None;
     for i in 0..20_000u64 {
         engine
-            .put(format!("key-{i:08}").as_bytes(), &[b'v'; 100])
+            .put(format!("key-{i:08}").as_bytes(), [b'v'; 100])
             .unwrap();
         // An earlier key, most likely evicted from the hot index by now.
         let earlier = format!("key-{:08}", i / 2);

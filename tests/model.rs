@@ -374,12 +374,12 @@ impl Harness {
             expected.as_ref().map(|v| v.value.clone()),
             "{ctx}: get({key:?})"
         );
-        let read = engine.read();
         assert_eq!(
-            read.read_version(),
+            engine.committed_version(),
             self.next_version - 1,
-            "{ctx}: read_version"
+            "{ctx}: committed version"
         );
+        let read = engine.read();
         assert_eq!(
             read.get(key).unwrap_or_else(|e| panic!("{ctx}: read: {e}")),
             expected,
@@ -416,7 +416,6 @@ impl Harness {
     fn check_everything(&self, ctx: &str) {
         let dumped = self
             .engine()
-            .state()
             .dump()
             .unwrap_or_else(|e| panic!("{ctx}: dump failed: {e}"));
         let expected: Vec<(Vec<u8>, Versioned)> = self
@@ -438,7 +437,7 @@ impl Harness {
         // After a restart, dead bytes are known exactly once each sealed
         // segment is audited; the audit must agree with the accounting the
         // writes did before the restart.
-        engine.state().storage().audit_all().unwrap();
+        engine.audit_all().unwrap();
         let after = engine.stats().storage;
         assert_eq!(
             (after.segments, after.disk_bytes, after.live_bytes),

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use hightower_engine::snapshot::restore_snapshot;
+use hightower_engine::restore_snapshot;
 use hightower_engine::{Command, Config, KvEngine, Op, Outcome, SnapshotProvider, SyncMode};
 use proptest::prelude::*;
 
@@ -41,11 +41,11 @@ fn config(dir: &std::path::Path) -> Config {
 fn apply(engine: &KvEngine, model: &mut BTreeMap<Vec<u8>, (Vec<u8>, u64)>, step: &Step) {
     match step {
         Step::Put(k, v) => {
-            let version = engine.put(&key(*k), v).unwrap();
+            let version = engine.put(key(*k), v).unwrap();
             model.insert(key(*k), (v.clone(), version));
         }
         Step::Delete(k) => {
-            let deleted = engine.delete(&key(*k)).unwrap();
+            let deleted = engine.delete(key(*k)).unwrap();
             assert_eq!(deleted.is_some(), model.remove(&key(*k)).is_some());
         }
         Step::Batch(ops) => {
@@ -112,7 +112,6 @@ proptest! {
         prop_assert_eq!(info.last_log_index, log_index);
         let restored = KvEngine::open(config(&target)).unwrap();
         let state: BTreeMap<Vec<u8>, (Vec<u8>, u64)> = restored
-            .state()
             .dump()
             .unwrap()
             .into_iter()

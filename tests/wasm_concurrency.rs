@@ -108,7 +108,7 @@ fn guests_and_native_writers_see_each_others_acknowledged_writes() {
     assert_eq!(winners.len(), CLAIMS);
     assert!(winners.values().all(|&n| n == 1), "{winners:?}");
     // Everything is there, once, with distinct versions.
-    let dump = h.kv.state().dump().unwrap();
+    let dump = h.kv.dump().unwrap();
     assert_eq!(
         dump.len(),
         (GUEST_THREADS + NATIVE_THREADS) * WRITES + CLAIMS

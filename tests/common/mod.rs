@@ -57,7 +57,6 @@ impl Harness {
     /// Every key and value in the store, sorted.
     pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.kv
-            .state()
             .dump()
             .unwrap()
             .into_iter()

@@ -2,7 +2,7 @@
 //! documented exit codes.
 
 use hightower_engine::Error;
-use hightower_engine::error::{ConfigError, InputError};
+use hightower_engine::{ConfigError, InputError};
 use hightower_wasm::WasmError;
 
 pub const EXIT_NOT_FOUND: u8 = 1;

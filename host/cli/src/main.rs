@@ -20,10 +20,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use hightower_engine::command::Limits;
-use hightower_engine::error::{ConfigError, display_key};
-use hightower_engine::storage::{SegmentVerdict, verify_segments};
+use hightower_engine::Limits;
 use hightower_engine::{Config, Error, KvEngine, RecoveryMode};
+use hightower_engine::{ConfigError, display_key};
+use hightower_engine::{SegmentVerdict, verify_segments};
 use hightower_wasm::{SandboxConfig, WasmError, WasmRuntime};
 
 use config_file::FileConfig;
@@ -281,11 +281,10 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         CliCommand::Inspect { what, json } => {
             let engine = open_quiet(config)?;
-            let storage = engine.state().storage();
             match what {
-                None => print_segments(&storage.inspect_segments()?, json),
+                None => print_segments(&engine.inspect_segments()?, json),
                 Some(InspectCommand::Segment { id }) => {
-                    print_records(&storage.inspect_records(id)?, json)
+                    print_records(&engine.inspect_segment(id)?, json)
                 }
             }
             engine.close()?;
@@ -305,7 +304,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let mut input = std::fs::File::open(&file)
                 .map_err(|source| Error::io(format!("open snapshot {}", file.display()), source))?;
             let mut input = std::io::BufReader::new(&mut input);
-            let info = hightower_engine::snapshot::restore_snapshot(config, &mut input)?;
+            let info = hightower_engine::restore_snapshot(config, &mut input)?;
             println!(
                 "restored {} keys at log index {}",
                 info.keys, info.last_log_index
@@ -359,7 +358,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
 fn create_snapshot_file(
     engine: &KvEngine,
     file: &std::path::Path,
-) -> Result<hightower_engine::snapshot::SnapshotInfo, Error> {
+) -> Result<hightower_engine::SnapshotInfo, Error> {
     if file.exists() {
         return Err(ConfigError {
             field: "snapshot file",
@@ -374,7 +373,7 @@ fn create_snapshot_file(
     };
     let out = std::fs::File::create_new(&partial).map_err(io("create", &partial))?;
     let mut writer = std::io::BufWriter::new(out);
-    let info = hightower_engine::snapshot::write_snapshot(engine.state().storage(), &mut writer);
+    let info = engine.write_snapshot(&mut writer);
     let finished = info.and_then(|info| {
         let out = writer
             .into_inner()
@@ -464,7 +463,7 @@ fn open_quiet(config: Config) -> Result<KvEngine, Error> {
     KvEngine::open_with(config, options)
 }
 
-fn print_segments(segments: &[hightower_engine::storage::SegmentInfo], json: bool) {
+fn print_segments(segments: &[hightower_engine::SegmentInfo], json: bool) {
     if json {
         println!(
             "{}",
@@ -495,8 +494,7 @@ fn print_segments(segments: &[hightower_engine::storage::SegmentInfo], json: boo
             s.bloom_filter_bytes
         );
     }
-    let total =
-        |f: fn(&hightower_engine::storage::SegmentInfo) -> u64| segments.iter().map(f).sum::<u64>();
+    let total = |f: fn(&hightower_engine::SegmentInfo) -> u64| segments.iter().map(f).sum::<u64>();
     println!(
         "{} segment(s), {} bytes, {} live bytes, {} dead bytes, {} metadata bytes",
         segments.len(),
@@ -507,7 +505,7 @@ fn print_segments(segments: &[hightower_engine::storage::SegmentInfo], json: boo
     );
 }
 
-fn print_records(records: &[hightower_engine::storage::RecordInfo], json: bool) {
+fn print_records(records: &[hightower_engine::RecordInfo], json: bool) {
     if json {
         println!(
             "{}",

@@ -12,17 +12,24 @@ use crate::log_segment::RECORD_HEADER_LEN;
 /// One write to the store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// Stores `value` under `key`.
     Set {
+        /// The key, 1 to `max_key_bytes` bytes.
         key: Vec<u8>,
+        /// The value, up to `max_value_bytes` bytes (empty is allowed).
         value: Vec<u8>,
     },
+    /// Removes `key` (writes a tombstone if it had a value, nothing otherwise).
     Delete {
+        /// The key.
         key: Vec<u8>,
     },
     /// All operations apply, in order, or none do: if any condition fails
     /// nothing is written. A later operation on the same key wins.
     Batch {
+        /// Checked together, against the state just before the batch.
         conditions: Vec<Condition>,
+        /// Applied in order if every condition holds.
         ops: Vec<Op>,
     },
 }
@@ -30,20 +37,39 @@ pub enum Command {
 /// One operation of a batch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    Set { key: Vec<u8>, value: Vec<u8> },
-    Delete { key: Vec<u8> },
+    /// Stores `value` under `key`.
+    Set {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Removes `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
 }
 
 /// A guard evaluated against the state just before the batch applies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Condition {
     /// The key holds no value.
-    Absent { key: Vec<u8> },
+    Absent {
+        /// The key.
+        key: Vec<u8>,
+    },
     /// The key holds a value written at exactly this version.
-    VersionIs { key: Vec<u8>, version: u64 },
+    VersionIs {
+        /// The key.
+        key: Vec<u8>,
+        /// The version its value must have.
+        version: u64,
+    },
 }
 
 impl Condition {
+    /// The key the condition is about.
     pub fn key(&self) -> &[u8] {
         match self {
             Condition::Absent { key } | Condition::VersionIs { key, .. } => key,
@@ -62,6 +88,7 @@ impl Condition {
 }
 
 impl Op {
+    /// The key the operation writes.
     pub fn key(&self) -> &[u8] {
         match self {
             Op::Set { key, .. } | Op::Delete { key } => key,
@@ -138,13 +165,18 @@ impl Command {
 /// The input limits of [`Config`], copied out for the hot path.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// Largest key.
     pub max_key_bytes: usize,
+    /// Largest value.
     pub max_value_bytes: usize,
+    /// Most operations, and most conditions, in a batch.
     pub max_batch_ops: usize,
+    /// Largest encoded batch.
     pub max_batch_bytes: u64,
 }
 
 impl Limits {
+    /// The limits `config` sets.
     pub fn from_config(config: &Config) -> Self {
         Limits {
             max_key_bytes: config.max_key_bytes as usize,
@@ -154,6 +186,7 @@ impl Limits {
         }
     }
 
+    /// Refuses an empty or oversized key.
     pub fn check_key(&self, key: &[u8]) -> Result<(), InputError> {
         if key.is_empty() {
             return Err(InputError::EmptyKey);
@@ -167,6 +200,7 @@ impl Limits {
         Ok(())
     }
 
+    /// Refuses an oversized value (an empty one is fine).
     pub fn check_value(&self, value: &[u8]) -> Result<(), InputError> {
         if value.len() > self.max_value_bytes {
             return Err(InputError::ValueTooLarge {

@@ -50,6 +50,7 @@ pub enum RecoveryMode {
     Salvage,
 }
 
+/// Every knob of the store, with its default (see the field docs and the README); built by [`crate::KvEngine::builder`] or read from a config file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -152,10 +153,12 @@ impl Config {
         }
     }
 
+    /// `group_commit_wait_us` as a duration.
     pub fn group_commit_wait(&self) -> Duration {
         Duration::from_micros(self.group_commit_wait_us)
     }
 
+    /// `sync_interval_ms` as a duration.
     pub fn sync_interval(&self) -> Duration {
         Duration::from_millis(self.sync_interval_ms)
     }
@@ -252,6 +255,7 @@ impl Config {
         Ok(())
     }
 
+    /// `maintenance_interval_ms` as a duration.
     pub fn maintenance_interval(&self) -> Duration {
         Duration::from_millis(self.maintenance_interval_ms)
     }

@@ -58,10 +58,6 @@ impl DataDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub(crate) fn faults(&self) -> &dyn IoFaults {
         &*self.faults
     }

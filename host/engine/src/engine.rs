@@ -1,35 +1,45 @@
 //! [`KvEngine`]: the facade applications and the CLI use.
 //!
-//! Writes are validated, then group-committed through the [`CommitQueue`]
-//! into the [`KvState`] state machine; reads go straight to storage through a
-//! [`ReadContext`]. The engine is `Send + Sync`: share it with `Arc`.
+//! Writes are validated, then group-committed through the commit queue into
+//! the [`KvState`] state machine; reads go straight to storage through a
+//! [`ReadContext`]. A `KvEngine` is a cheap handle: clone it to share the
+//! store between threads; the store closes when the last handle goes.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::command::Command;
 use crate::commit_queue::{CommitQueue, Ticket};
-use crate::config::{Config, SyncMode};
-use crate::error::{IoContext, Result};
+use crate::config::{Config, RecoveryMode, SyncMode};
+use crate::error::{Error, IoContext, Result};
 use crate::fault::{IoFaults, NoFaults};
 use crate::metrics::{Counter, Latency, Metrics, MetricsHook, MetricsSnapshot};
 use crate::periodic::PeriodicThread;
+use crate::snapshot::SnapshotInfo;
 use crate::state::{KvState, Outcome};
-use crate::storage::{OpenReport, StorageStats, Versioned};
+use crate::storage::{
+    CompactionReport, OpenReport, RecordInfo, SegmentInfo, StorageStats, Versioned,
+};
 
 /// What embedders may plug in besides the [`Config`].
 #[derive(Clone)]
 pub struct EngineOptions {
     /// Receives every metric event in addition to the built-in counters.
     pub metrics_hook: Option<Arc<dyn MetricsHook>>,
-    /// Fault injection for tests; `None` in production.
-    pub io_faults: Option<Arc<dyn IoFaults>>,
-    /// Start background threads (the interval flusher). Tests may turn this
-    /// off for determinism and call [`KvEngine::flush`] themselves; with
-    /// `sync = "interval"` nothing is then fsynced until they do.
+    /// Start background threads (the interval flusher and maintenance).
+    /// Tests may turn this off for determinism and call [`KvEngine::flush`]
+    /// themselves; with `sync = "interval"` nothing is then fsynced until
+    /// they do, and sealed segments get their metadata after the commit that
+    /// sealed them.
     pub background_threads: bool,
+    /// Fault injection for the engine's own tests.
+    #[doc(hidden)]
+    pub io_faults: Option<Arc<dyn IoFaults>>,
 }
 
 impl Default for EngineOptions {
@@ -45,187 +55,349 @@ impl Default for EngineOptions {
 /// A command's log index and outcome.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Applied {
+    /// The log index the command was applied at.
     pub log_index: u64,
+    /// What it did.
     pub outcome: Outcome,
 }
 
 /// Everything `hightower stats` shows.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Stats {
+    /// The data directory, as configured.
     pub data_dir: String,
+    /// The fsync cadence.
     pub sync: SyncMode,
+    /// Sizes of the store.
     pub storage: StorageStats,
+    /// Counters and latencies of this process.
     pub metrics: MetricsSnapshot,
+    /// What recovery did when the store was opened.
     pub recovery: OpenReport,
 }
 
-struct Shared {
+/// What the handles, the commit leader and the background threads share.
+struct EngineCore {
     state: KvState,
     queue: CommitQueue<Applied>,
     metrics: Arc<Metrics>,
 }
 
+/// The background threads, stopped and joined when the last handle goes
+/// (or by [`KvEngine::close`]).
+struct EngineInner {
+    core: Arc<EngineCore>,
+    threads: Mutex<Vec<PeriodicThread>>,
+    closed: AtomicBool,
+}
+
+/// An open store. Cheap to clone (an `Arc` inside); `Send + Sync`.
+///
+/// ```no_run
+/// use hightower_engine::{KvEngine, SyncMode};
+///
+/// let engine = KvEngine::builder("/var/lib/app/kv")
+///     .sync(SyncMode::Always)
+///     .segment_size_bytes(64 << 20)
+///     .open()?;
+/// let version = engine.put("greeting", "hello")?;
+/// assert_eq!(engine.get("greeting")?.as_deref(), Some(&b"hello"[..]));
+/// # let _ = version;
+/// # Ok::<(), hightower_engine::Error>(())
+/// ```
+#[derive(Clone)]
 pub struct KvEngine {
-    shared: Arc<Shared>,
-    flusher: Option<PeriodicThread>,
-    /// Writes segment metadata, fills the hot index after a restart, and
-    /// compacts (see `storage::maintenance`).
-    maintenance: Option<PeriodicThread>,
-    closed: bool,
+    inner: Arc<EngineInner>,
+}
+
+/// Builds a [`Config`] field by field and opens the engine; every field
+/// not set keeps the default documented on [`Config`].
+#[must_use = "a builder does nothing until `open` is called"]
+pub struct EngineBuilder {
+    config: Config,
+    options: EngineOptions,
+}
+
+macro_rules! config_setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, value: $ty) -> Self {
+                self.config.$field = value;
+                self
+            }
+        )*
+    };
+}
+
+impl EngineBuilder {
+    config_setters! {
+        /// When appended bytes are forced to stable storage.
+        sync: SyncMode,
+        /// Period of the background flusher with [`SyncMode::Interval`].
+        sync_interval_ms: u64,
+        /// Size at which a segment is sealed.
+        segment_size_bytes: u64,
+        /// Zeros written ahead of the tail in the fsyncing modes.
+        preallocate_bytes: u64,
+        /// Largest key accepted.
+        max_key_bytes: u32,
+        /// Largest value accepted.
+        max_value_bytes: u32,
+        /// Most operations (and conditions) in one batch.
+        max_batch_ops: u32,
+        /// Largest encoded batch.
+        max_batch_bytes: u64,
+        /// Most bytes one group commit appends before its fsync.
+        max_commit_group_bytes: u64,
+        /// How long a group commit's leader waits for more writers.
+        group_commit_wait_us: u64,
+        /// Keys the index has room for before it first grows.
+        index_initial_capacity: usize,
+        /// Occupancy at which the index doubles.
+        index_max_load_factor: f64,
+        /// What to do when a checksum fails outside the active tail.
+        recovery: RecoveryMode,
+        /// Most entries the hot index keeps in memory (0: no limit).
+        hot_index_max_entries: u64,
+        /// The same budget in bytes (0: no limit).
+        hot_index_max_bytes: u64,
+        /// Bloom filter bits per key in segment metadata.
+        bloom_bits_per_key: u32,
+        /// Dead fraction at which background compaction starts.
+        compaction_dead_ratio: f64,
+        /// Period of the maintenance thread.
+        maintenance_interval_ms: u64,
+    }
+
+    /// Replaces every field with `config`'s (the data directory included).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Receives every metric event in addition to the built-in counters.
+    pub fn metrics_hook(mut self, hook: Arc<dyn MetricsHook>) -> Self {
+        self.options.metrics_hook = Some(hook);
+        self
+    }
+
+    /// Whether to start background threads (see [`EngineOptions`]).
+    pub fn background_threads(mut self, on: bool) -> Self {
+        self.options.background_threads = on;
+        self
+    }
+
+    /// Validates the configuration and opens (or creates) the store.
+    pub fn open(self) -> Result<KvEngine> {
+        KvEngine::open_with(self.config, self.options)
+    }
 }
 
 impl KvEngine {
+    /// A builder for a store in `data_dir`.
+    pub fn builder(data_dir: impl Into<PathBuf>) -> EngineBuilder {
+        EngineBuilder {
+            config: Config::new(data_dir),
+            options: EngineOptions::default(),
+        }
+    }
+
+    /// Opens (or creates) the store `config` describes.
     pub fn open(config: Config) -> Result<Self> {
         Self::open_with(config, EngineOptions::default())
     }
 
+    /// Opens with options besides the configuration.
     pub fn open_with(config: Config, options: EngineOptions) -> Result<Self> {
         let metrics = Arc::new(Metrics::new(options.metrics_hook));
         let faults = options.io_faults.unwrap_or_else(|| Arc::new(NoFaults));
         let interval = (config.sync == SyncMode::Interval).then(|| config.sync_interval());
         let queue = CommitQueue::new(config.max_commit_group_bytes, config.group_commit_wait());
         let state = KvState::open(config, faults, metrics.clone())?;
-        let shared = Arc::new(Shared {
+        let core = Arc::new(EngineCore {
             state,
             queue,
             metrics,
         });
-        let flusher = match interval {
-            Some(period) if options.background_threads => {
-                Some(start_flusher(shared.clone(), period)?)
+        let mut threads = Vec::new();
+        if options.background_threads {
+            if let Some(period) = interval {
+                threads.push(start_flusher(core.clone(), period)?);
             }
-            _ => None,
-        };
-        let maintenance = if options.background_threads {
-            shared.state.storage().set_background_maintenance(true);
-            Some(start_maintenance(shared.clone())?)
-        } else {
-            None
-        };
+            core.state.storage().set_background_maintenance(true);
+            threads.push(start_maintenance(core.clone())?);
+        }
         Ok(KvEngine {
-            shared,
-            flusher,
-            maintenance,
-            closed: false,
+            inner: Arc::new(EngineInner {
+                core,
+                threads: Mutex::new(threads),
+                closed: AtomicBool::new(false),
+            }),
         })
     }
 
+    fn core(&self) -> &EngineCore {
+        &self.inner.core
+    }
+
+    /// The configuration the store was opened with.
     pub fn config(&self) -> &Config {
-        self.shared.state.storage().config()
+        self.core().state.storage().config()
     }
 
     /// The value of `key`, or `None`.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         Ok(self.get_versioned(key)?.map(|v| v.value))
     }
 
     /// The value of `key` and the version that wrote it.
-    pub fn get_versioned(&self, key: &[u8]) -> Result<Option<Versioned>> {
-        self.shared.state.limits().check_key(key)?;
-        let found = self.shared.state.get(key)?;
-        self.shared.metrics.add(Counter::Gets, 1);
+    pub fn get_versioned(&self, key: impl AsRef<[u8]>) -> Result<Option<Versioned>> {
+        let key = key.as_ref();
+        let core = self.core();
+        core.state.limits().check_key(key)?;
+        let found = core.state.get(key)?;
+        core.metrics.add(Counter::Gets, 1);
         if found.is_some() {
-            self.shared.metrics.add(Counter::GetHits, 1);
+            core.metrics.add(Counter::GetHits, 1);
         }
         Ok(found)
     }
 
+    /// The highest version published: every write acknowledged so far has
+    /// a version up to this one, and reads see all of them.
+    pub fn committed_version(&self) -> u64 {
+        self.core().state.storage().committed_version()
+    }
+
     /// A context for reads; see [`ReadContext`].
     pub fn read(&self) -> ReadContext<'_> {
-        ReadContext {
-            engine: self,
-            read_version: self.shared.state.storage().committed_version(),
-        }
+        ReadContext { engine: self }
     }
 
     /// Stores `value` under `key`; returns the new version.
-    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<u64> {
-        match self
-            .apply(Command::Set {
-                key: key.to_vec(),
-                value: value.to_vec(),
-            })?
-            .outcome
-        {
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64> {
+        let command = Command::Set {
+            key: key.as_ref().to_vec(),
+            value: value.as_ref().to_vec(),
+        };
+        match self.apply(command)?.outcome {
             Outcome::Set { version } => Ok(version),
-            other => unreachable!("a set yields Set, got {other:?}"),
+            other => Err(unexpected_outcome("set", &other)),
         }
     }
 
     /// Deletes `key`; returns the tombstone's version, or `None` if it was absent.
-    pub fn delete(&self, key: &[u8]) -> Result<Option<u64>> {
-        match self.apply(Command::Delete { key: key.to_vec() })?.outcome {
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<Option<u64>> {
+        let command = Command::Delete {
+            key: key.as_ref().to_vec(),
+        };
+        match self.apply(command)?.outcome {
             Outcome::Deleted { version } => Ok(version),
-            other => unreachable!("a delete yields Deleted, got {other:?}"),
+            other => Err(unexpected_outcome("delete", &other)),
         }
     }
 
     /// Applies any command. A failed batch condition is an `Ok` outcome
     /// ([`Outcome::ConditionFailed`]): it is a deterministic result, not an error.
     pub fn apply(&self, command: Command) -> Result<Applied> {
-        command.validate(self.shared.state.limits())?;
+        let core = self.core();
+        command.validate(core.state.limits())?;
         let started = Instant::now();
-        let shared = &*self.shared;
-        let result = shared.queue.submit(command, |group| {
-            commit_group(&shared.state, &shared.metrics, group)
-        });
-        shared.metrics.observe(Latency::Commit, started.elapsed());
+        let result = core
+            .queue
+            .submit(command, |group| commit_group(core, group));
+        core.metrics.observe(Latency::Commit, started.elapsed());
         result
     }
 
     /// Fsyncs everything acknowledged so far, whatever the sync mode.
     pub fn flush(&self) -> Result<()> {
-        self.shared.state.storage().flush()
+        self.core().state.storage().flush()
     }
 
+    /// Sizes, counters, latencies and the recovery report.
     pub fn stats(&self) -> Stats {
-        let storage = self.shared.state.storage();
+        let storage = self.core().state.storage();
         Stats {
             data_dir: storage.config().data_dir.display().to_string(),
             sync: storage.config().sync,
             storage: storage.stats(),
-            metrics: self.shared.metrics.snapshot(),
+            metrics: self.core().metrics.snapshot(),
             recovery: storage.open_report().clone(),
         }
     }
 
     /// Compacts every sealed segment now: copies their live records into new
     /// segments and deletes them. Reads and writes go on meanwhile.
-    pub fn compact(&self) -> Result<crate::storage::CompactionReport> {
-        self.shared.state.storage().compact_all()
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.core().state.storage().compact_all()
     }
 
-    /// The state machine underneath, for replication and snapshots.
+    /// Every open segment with its records, live and dead bytes and
+    /// metadata. Reads every record: an operator's tool.
+    pub fn inspect_segments(&self) -> Result<Vec<SegmentInfo>> {
+        self.core().state.storage().inspect_segments()
+    }
+
+    /// The records of segment `id` (the number in `seg-ID.log`), in log
+    /// order, each with whether it is still its key's newest.
+    pub fn inspect_segment(&self, id: u32) -> Result<Vec<RecordInfo>> {
+        self.core().state.storage().inspect_records(id)
+    }
+
+    /// Writes a consistent, checksummed image of the store to `out`
+    /// (format: `docs/format.md`). Writes go on meanwhile; the image holds
+    /// exactly the commands up to the log index it reports.
+    pub fn write_snapshot(&self, out: &mut dyn Write) -> Result<SnapshotInfo> {
+        crate::snapshot::write_snapshot(self.core().state.storage(), out)
+    }
+
+    /// The state machine underneath, for a replication layer.
     pub fn state(&self) -> &KvState {
-        &self.shared.state
+        &self.core().state
     }
 
-    /// Stops background threads, fsyncs, and releases the directory lock.
-    pub fn close(mut self) -> Result<()> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<()> {
-        if std::mem::replace(&mut self.closed, true) {
-            return Ok(());
-        }
-        drop(self.flusher.take());
-        drop(self.maintenance.take());
-        // A clean close leaves every sealed segment with its metadata, so
-        // the next open reads no segment (the maintenance thread may not
-        // have had its turn in a short-lived process).
-        if let Err(err) = self.shared.state.storage().build_pending_metas() {
-            tracing::error!(error = %err, "writing segment metadata on close failed; the next open rebuilds it");
-        }
-        if self.config().sync == SyncMode::Os {
-            Ok(())
-        } else {
-            self.flush()
+    /// Stops background threads, fsyncs, writes missing segment metadata,
+    /// and releases the directory lock, reporting any failure. Only the
+    /// last handle can close the store: with other handles alive this
+    /// handle is dropped and [`Error::InUse`] says how many remain.
+    pub fn close(self) -> Result<()> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner.shutdown(),
+            Err(shared) => Err(Error::InUse {
+                handles: Arc::strong_count(&shared) - 1,
+            }),
         }
     }
 }
 
-impl Drop for KvEngine {
+impl EngineInner {
+    fn shutdown(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.threads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        let storage = self.core.state.storage();
+        // A clean close leaves every sealed segment with its metadata, so
+        // the next open reads no segment (the maintenance thread may not
+        // have had its turn in a short-lived process).
+        if let Err(err) = storage.build_pending_metas() {
+            tracing::error!(error = %err, "writing segment metadata on close failed; the next open rebuilds it");
+        }
+        if storage.config().sync == SyncMode::Os {
+            Ok(())
+        } else {
+            storage.flush()
+        }
+    }
+}
+
+impl Drop for EngineInner {
     fn drop(&mut self) {
         if let Err(err) = self.shutdown() {
             tracing::error!(error = %err, "final fsync on drop failed");
@@ -233,8 +405,13 @@ impl Drop for KvEngine {
     }
 }
 
+fn unexpected_outcome(command: &str, outcome: &Outcome) -> Error {
+    Error::Invariant(format!("a {command} command yielded {outcome:?}"))
+}
+
 /// Leader side of the commit queue: number the group's commands and apply them together.
-fn commit_group(state: &KvState, metrics: &Metrics, group: &[Arc<Ticket<Applied>>]) {
+fn commit_group(core: &EngineCore, group: &[Arc<Ticket<Applied>>]) {
+    let state = &core.state;
     let first_index = state.last_applied() + 1;
     let commands: Vec<(u64, &Command)> = group
         .iter()
@@ -242,7 +419,7 @@ fn commit_group(state: &KvState, metrics: &Metrics, group: &[Arc<Ticket<Applied>
         .map(|(i, ticket)| (first_index + i as u64, &ticket.command))
         .collect();
     let results = state.apply_group(&commands);
-    metrics.add(Counter::CommitGroups, 1);
+    core.metrics.add(Counter::CommitGroups, 1);
     for ((ticket, (log_index, _)), result) in group.iter().zip(&commands).zip(results) {
         ticket.complete(result.map(|outcome| Applied {
             log_index: *log_index,
@@ -252,28 +429,26 @@ fn commit_group(state: &KvState, metrics: &Metrics, group: &[Arc<Ticket<Applied>
 }
 
 /// Reads through a context see every write acknowledged before the context
-/// was created (and possibly later ones), and return each value's version.
-/// It is where a replicated engine will check its read lease or read index;
-/// on a single node the local state is authoritative.
+/// was created (and possibly later ones). It is where a replicated engine
+/// checks its read lease or read index; on a single node the local state
+/// is authoritative.
 pub struct ReadContext<'e> {
     engine: &'e KvEngine,
-    read_version: u64,
 }
 
 impl ReadContext<'_> {
-    /// Every write with a version up to this one is visible to this context.
-    pub fn read_version(&self) -> u64 {
-        self.read_version
-    }
-
-    pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
+    /// The value of `key` and its version.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Versioned>> {
         self.engine.get_versioned(key)
     }
 
-    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+    /// Whether `key` has a value.
+    pub fn contains(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        let key = key.as_ref();
+        self.engine.core().state.limits().check_key(key)?;
         Ok(self
             .engine
-            .shared
+            .core()
             .state
             .storage()
             .version_of(key)?
@@ -291,7 +466,7 @@ impl ReadContext<'_> {
         limit: usize,
     ) -> Result<Vec<Vec<u8>>> {
         self.engine
-            .shared
+            .core()
             .state
             .storage()
             .keys_with_prefix(prefix, after, limit)
@@ -301,19 +476,19 @@ impl ReadContext<'_> {
 /// The `sync = "interval"` background flusher: fsyncs once per period.
 /// A failure poisons the writer (and is logged there); the next write
 /// reports it, so the flusher just carries on.
-fn start_flusher(shared: Arc<Shared>, period: Duration) -> Result<PeriodicThread> {
+fn start_flusher(core: Arc<EngineCore>, period: Duration) -> Result<PeriodicThread> {
     PeriodicThread::start("hightower-flusher", period, move || {
-        let _ = shared.state.storage().sync_in_background();
+        let _ = core.state.storage().sync_in_background();
     })
     .context(|| "start the flusher thread")
 }
 
 /// The maintenance thread: one round per `maintenance_interval_ms`. A
 /// round that fails logs why and leaves the store as it was.
-fn start_maintenance(shared: Arc<Shared>) -> Result<PeriodicThread> {
-    let period = shared.state.storage().config().maintenance_interval();
+fn start_maintenance(core: Arc<EngineCore>) -> Result<PeriodicThread> {
+    let period = core.state.storage().config().maintenance_interval();
     PeriodicThread::start("hightower-maintenance", period, move || {
-        shared.state.storage().maintain();
+        core.state.storage().maintain();
     })
     .context(|| "start the maintenance thread")
 }
@@ -339,7 +514,6 @@ mod tests {
         let version = engine.put(b"k", b"v").unwrap();
         assert_eq!(engine.get(b"k").unwrap().unwrap(), b"v");
         let read = engine.read();
-        assert!(read.read_version() >= version);
         assert_eq!(read.get(b"k").unwrap().unwrap().version, version);
         assert!(read.contains(b"k").unwrap());
         for key in [&b"p/b"[..], b"p/a", b"q/a", b"p/c"] {

@@ -12,29 +12,70 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Bad input: rejected before anything is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InputError {
+    /// Keys have at least one byte.
     #[error("key is empty")]
     EmptyKey,
+    /// Over `max_key_bytes`.
     #[error("key is {len} bytes, over the limit of {max} bytes (max_key_bytes)")]
-    KeyTooLarge { len: usize, max: usize },
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Over `max_value_bytes`.
     #[error("value is {len} bytes, over the limit of {max} bytes (max_value_bytes)")]
-    ValueTooLarge { len: usize, max: usize },
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More operations than `max_batch_ops`.
     #[error("batch has {ops} operations, over the limit of {max} (max_batch_ops)")]
-    BatchTooManyOps { ops: usize, max: usize },
+    BatchTooManyOps {
+        /// Operations in the batch.
+        ops: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Encodes to more than `max_batch_bytes`.
     #[error("batch encodes to {bytes} bytes, over the limit of {max} bytes (max_batch_bytes)")]
-    BatchTooLarge { bytes: u64, max: u64 },
+    BatchTooLarge {
+        /// Encoded size of the batch.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// More conditions than `max_batch_ops`.
     #[error("batch has {conditions} conditions, over the limit of {max} (max_batch_ops)")]
-    TooManyConditions { conditions: usize, max: usize },
+    TooManyConditions {
+        /// Conditions in the batch.
+        conditions: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A replicated log handed the state machine an index it already applied.
     #[error("log index {given} is not after the last applied index {last_applied}")]
-    StaleLogIndex { given: u64, last_applied: u64 },
+    StaleLogIndex {
+        /// The index given.
+        given: u64,
+        /// The highest index applied so far.
+        last_applied: u64,
+    },
 }
 
 /// Where and why a file failed verification.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("corruption in {file} at offset {offset}: {reason}")]
 pub struct Corruption {
+    /// The file, by its name inside the data directory.
     pub file: String,
+    /// Where in it.
     pub offset: u64,
+    /// What failed (a checksum, a length, the order of versions).
     pub reason: String,
 }
 
@@ -42,41 +83,93 @@ pub struct Corruption {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid configuration: {field}: {reason}")]
 pub struct ConfigError {
+    /// The field (or the file, or the flag) at fault.
     pub field: &'static str,
+    /// Why, with the allowed range.
     pub reason: String,
 }
 
-/// The umbrella error of the crate.
+impl ConfigError {
+    /// An error about `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The umbrella error of the crate: every layer's error converts into it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
+    /// Bad input, refused before anything was written.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// A configuration value out of range.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Damage found in a file of the store.
     #[error(transparent)]
     Corruption(#[from] Corruption),
+    /// An I/O operation failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, with the file.
         context: String,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// The data directory's path names something else.
     #[error("data directory {} is not a directory", path.display())]
-    NotADirectory { path: PathBuf },
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Another process holds the data directory.
     #[error("data directory {} is locked by another process ({holder})", path.display())]
-    Locked { path: PathBuf, holder: String },
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// Who holds it (`pid N`), or that it is unknown.
+        holder: String,
+    },
+    /// A file was written by a newer release.
     #[error("{file} has format version {found}; this build reads versions up to {supported}")]
     UnsupportedFormat {
+        /// The file.
         file: String,
+        /// Its format version.
         found: u32,
+        /// The newest version this build reads.
         supported: u32,
     },
+    /// An earlier write or fsync failed; see the README on why nothing is
+    /// retried.
     #[error("writes are refused until the store is reopened: {reason}")]
-    Poisoned { reason: String },
-    #[error("condition {index} of the batch failed on key {key}")]
-    ConditionFailed { index: usize, key: String },
+    Poisoned {
+        /// The failure that poisoned the writer.
+        reason: String,
+    },
+    /// An operation this build does not implement.
     #[error("not supported yet: {0}")]
     Unsupported(&'static str),
+    /// [`crate::KvEngine::close`] was called while other handles of the
+    /// engine were alive; the store stays open until the last is dropped.
+    #[error("the store stays open: {handles} other handle(s) of the engine are still alive")]
+    InUse {
+        /// Handles still alive.
+        handles: usize,
+    },
+    /// A limit of the format or of the process was reached (for example
+    /// 2^32 - 1 segment ids): nothing more of that kind can be created.
+    #[error("exhausted: {0}")]
+    Exhausted(&'static str),
+    /// Something the engine relies on did not hold: a bug, or a file
+    /// changed behind the engine's back. The message says what.
+    #[error("internal invariant broken: {0}")]
+    Invariant(String),
 }
 
 impl Error {

@@ -40,6 +40,7 @@ impl IoFaults for NoFaults {
 /// Fails the `nth` (0-based) occurrence of `op` and, if `sticky`, every one
 /// after it. Counting is shared by all files.
 #[derive(Debug)]
+#[cfg(any(test, feature = "test-hooks"))]
 pub struct FailNth {
     op: IoOp,
     nth: u64,
@@ -47,6 +48,7 @@ pub struct FailNth {
     seen: std::sync::atomic::AtomicU64,
 }
 
+#[cfg(any(test, feature = "test-hooks"))]
 impl FailNth {
     pub fn new(op: IoOp, nth: u64, sticky: bool) -> Self {
         FailNth {
@@ -63,6 +65,7 @@ impl FailNth {
     }
 }
 
+#[cfg(any(test, feature = "test-hooks"))]
 impl IoFaults for FailNth {
     fn check(&self, op: IoOp, file: &str) -> io::Result<()> {
         if op != self.op {

@@ -11,7 +11,7 @@
 //! the sealed segments' metadata: when a shard is full, a CLOCK sweep evicts
 //! entries whose reference bit is clear (a hit sets it; the sweep clears it,
 //! so an entry survives one sweep per hit). An entry is evicted only if its
-//! record can be found again through segment metadata ([`KeySource::is_evictable`]):
+//! record can be found again through segment metadata ([`RecordKeys::is_evictable`]):
 //! the keys of the active segment, and of a sealed segment whose metadata is
 //! not yet written, always stay. Tombstones are entries too, so a delete in
 //! the active segment shadows an older value in a sealed one.
@@ -61,7 +61,7 @@ impl IndexEntry {
 
 /// Reads keys back from the log, and says which segments can be searched
 /// without the index.
-pub trait KeySource {
+pub trait RecordKeys {
     /// `None` if the record cannot be reached (it then matches no key).
     fn key_of(&self, entry: &IndexEntry) -> Option<&[u8]>;
     /// Whether an entry of this segment may be evicted: its record can be
@@ -213,7 +213,7 @@ impl Index {
     }
 
     /// The entry of `key`, marking it referenced.
-    pub fn get(&self, key: &[u8], keys: &impl KeySource) -> Option<IndexEntry> {
+    pub fn get(&self, key: &[u8], keys: &impl RecordKeys) -> Option<IndexEntry> {
         let (shard, hash) = self.locate(key);
         let shard = shard.read().expect("index lock poisoned");
         let slot = shard
@@ -229,7 +229,7 @@ impl Index {
         &self,
         key: &[u8],
         entry: IndexEntry,
-        keys: &impl KeySource,
+        keys: &impl RecordKeys,
     ) -> Option<IndexEntry> {
         let (shard, hash) = self.locate(key);
         let mut shard = shard.write().expect("index lock poisoned");
@@ -254,7 +254,7 @@ impl Index {
         &self,
         key: &[u8],
         entry: IndexEntry,
-        keys: &impl KeySource,
+        keys: &impl RecordKeys,
         still_valid: impl FnOnce() -> bool,
     ) -> bool {
         let (shard, hash) = self.locate(key);
@@ -279,7 +279,7 @@ impl Index {
         key: &[u8],
         from: &IndexEntry,
         to: IndexEntry,
-        keys: &impl KeySource,
+        keys: &impl RecordKeys,
     ) -> bool {
         let (shard, hash) = self.locate(key);
         let mut shard = shard.write().expect("index lock poisoned");
@@ -299,7 +299,7 @@ impl Index {
     }
 
     /// Forgets `key` if its entry is the record `expected`. Returns whether it did.
-    pub fn remove_if(&self, key: &[u8], expected: &IndexEntry, keys: &impl KeySource) -> bool {
+    pub fn remove_if(&self, key: &[u8], expected: &IndexEntry, keys: &impl RecordKeys) -> bool {
         let (shard, hash) = self.locate(key);
         let mut shard = shard.write().expect("index lock poisoned");
         let Ok(found) = shard
@@ -316,7 +316,7 @@ impl Index {
         true
     }
 
-    fn insert_new(&self, shard: &mut Shard, entry: IndexEntry, hash: u32, keys: &impl KeySource) {
+    fn insert_new(&self, shard: &mut Shard, entry: IndexEntry, hash: u32, keys: &impl RecordKeys) {
         if shard.table.len() >= self.shard_max_entries.max(shard.sweep_at) {
             self.evict(shard, keys);
             let len = shard.table.len();
@@ -333,7 +333,7 @@ impl Index {
     /// the shard is down to 7/8 of its budget. A second pass runs if the
     /// first found too few (every bit was set). Bounded: two passes over
     /// the shard. If every entry is pinned the shard grows past its budget.
-    fn evict(&self, shard: &mut Shard, keys: &impl KeySource) {
+    fn evict(&self, shard: &mut Shard, keys: &impl RecordKeys) {
         let target = self.shard_max_entries - self.shard_max_entries / 8;
         for _pass in 0..2 {
             let mut excess = shard
@@ -391,10 +391,6 @@ impl Index {
             .sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn stats(&self) -> IndexStats {
         let mut stats = IndexStats {
             evictions: self.evictions.load(Ordering::Relaxed),
@@ -427,7 +423,7 @@ impl Slot {
     }
 }
 
-fn matches(slot: &Slot, hash: u32, key: &[u8], keys: &impl KeySource) -> bool {
+fn matches(slot: &Slot, hash: u32, key: &[u8], keys: &impl RecordKeys) -> bool {
     slot.hash() == hash && keys.key_of(&slot.entry()) == Some(key)
 }
 
@@ -441,7 +437,7 @@ mod tests {
     #[derive(Default)]
     struct Log(HashMap<(u32, u32), Vec<u8>>);
 
-    impl KeySource for Log {
+    impl RecordKeys for Log {
         fn key_of(&self, entry: &IndexEntry) -> Option<&[u8]> {
             self.0
                 .get(&(entry.segment_id, entry.offset))
@@ -487,7 +483,7 @@ mod tests {
             "not the current record"
         );
         assert!(index.remove_if(b"a", &second, &log));
-        assert!(index.is_empty());
+        assert_eq!(index.len(), 0);
     }
 
     #[test]

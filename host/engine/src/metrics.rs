@@ -12,30 +12,48 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// An event the engine counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Counter {
+    /// Sets applied.
     Puts,
+    /// Deletes applied (also of absent keys).
     Deletes,
+    /// Batches applied.
     Batches,
+    /// Gets served.
     Gets,
+    /// Gets that found a value.
     GetHits,
+    /// Batches refused because a condition failed.
     ConditionFailures,
+    /// Bytes appended to the log.
     BytesAppended,
+    /// Fsyncs of the log.
     Fsyncs,
+    /// Group commits (each one write and at most one fsync).
     CommitGroups,
     /// Keys found through segment metadata and copied into the hot index.
     HotPromotions,
+    /// Compactions finished.
     Compactions,
     /// Segment bytes compaction removed (inputs minus outputs).
     CompactionBytesReclaimed,
+    /// Attempts to write a sealed segment's metadata that failed (the
+    /// segment's keys stay in memory; the write is retried).
+    MetadataWriteFailures,
 }
 
-const COUNTERS: usize = 12;
+const COUNTERS: usize = 13;
 
+/// A duration the engine measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Latency {
     /// From a write's submission to its acknowledgement.
     Commit,
+    /// One fsync of the log.
     Fsync,
 }
 
@@ -44,7 +62,9 @@ const LATENCIES: usize = 2;
 /// Receives metric events. Implementations must be cheap and non-blocking:
 /// they run on the write path.
 pub trait MetricsHook: Send + Sync {
+    /// Counts `amount` more of `counter`.
     fn add(&self, counter: Counter, amount: u64);
+    /// Records one duration.
     fn observe(&self, latency: Latency, elapsed: Duration);
 }
 
@@ -79,6 +99,7 @@ impl Metrics {
             hot_promotions: c(Counter::HotPromotions),
             compactions: c(Counter::Compactions),
             compaction_bytes_reclaimed: c(Counter::CompactionBytesReclaimed),
+            metadata_write_failures: c(Counter::MetadataWriteFailures),
             commit_latency: self.histograms[Latency::Commit as usize].summary(),
             fsync_latency: self.histograms[Latency::Fsync as usize].summary(),
         }
@@ -104,28 +125,48 @@ impl MetricsHook for Metrics {
 /// Point-in-time copy of the built-in metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct MetricsSnapshot {
+    /// Sets applied.
     pub puts: u64,
+    /// Deletes applied.
     pub deletes: u64,
+    /// Batches applied.
     pub batches: u64,
+    /// Gets served.
     pub gets: u64,
+    /// Gets that found a value.
     pub get_hits: u64,
+    /// Batches refused by a condition.
     pub condition_failures: u64,
+    /// Bytes appended to the log.
     pub bytes_appended: u64,
+    /// Fsyncs of the log.
     pub fsyncs: u64,
+    /// Group commits.
     pub commit_groups: u64,
+    /// Keys found through segment metadata and copied into the hot index.
     pub hot_promotions: u64,
+    /// Compactions finished.
     pub compactions: u64,
+    /// Segment bytes compaction removed.
     pub compaction_bytes_reclaimed: u64,
+    /// Failed attempts to write segment metadata (retried).
+    pub metadata_write_failures: u64,
+    /// From a write's submission to its acknowledgement.
     pub commit_latency: LatencySummary,
+    /// Of one fsync.
     pub fsync_latency: LatencySummary,
 }
 
 /// Quantiles in microseconds (upper bounds of their buckets).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LatencySummary {
+    /// Durations recorded.
     pub count: u64,
+    /// Median.
     pub p50_us: u64,
+    /// 99th percentile.
     pub p99_us: u64,
+    /// Longest.
     pub max_us: u64,
 }
 

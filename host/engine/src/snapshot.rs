@@ -38,12 +38,14 @@ pub struct SnapshotInfo {
     /// not in the image any more: overwritten values and deletes), so a
     /// restored store continues with the same next version. 0 if none.
     pub last_version: u64,
+    /// Keys in the image.
     pub keys: u64,
+    /// Bytes of the image.
     pub bytes: u64,
 }
 
 /// Writes an image of `storage` to `out`.
-pub fn write_snapshot(storage: &Storage, out: &mut dyn Write) -> Result<SnapshotInfo> {
+pub(crate) fn write_snapshot(storage: &Storage, out: &mut dyn Write) -> Result<SnapshotInfo> {
     let cut = storage.consistent_cut();
     let (last_log_index, last_version) = (cut.last_log_index, cut.last_version);
     // Log order: restore replays the records as they were written. Only the
@@ -369,7 +371,7 @@ mod tests {
                 }
                 _ => {
                     engine
-                        .put(key.as_bytes(), &vec![i as u8; (i % 200) as usize])
+                        .put(key.as_bytes(), vec![i as u8; (i % 200) as usize])
                         .unwrap();
                 }
             }

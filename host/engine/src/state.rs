@@ -22,25 +22,33 @@ use crate::storage::{Staged, Storage, Versioned, WriterGuard};
 /// The result of applying one command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
+    /// The value was stored.
     Set {
+        /// The version of the new value.
         version: u64,
     },
     /// `version` is the tombstone's; `None` when the key was absent and nothing was written.
     Deleted {
+        /// The tombstone's version, if one was written.
         version: Option<u64>,
     },
     /// `applied_ops` counts the records written (deletes of absent keys write none).
     Batch {
+        /// Records written.
         applied_ops: u32,
+        /// The version of the batch's last record, if any was written.
         last_version: Option<u64>,
     },
     /// Nothing was written: condition `index` did not hold for `key`.
     ConditionFailed {
+        /// Which condition (its position in the batch).
         index: usize,
+        /// Its key.
         key: Vec<u8>,
     },
 }
 
+/// The deterministic state machine: applies [`crate::Command`]s at log indexes. Owned by a [`crate::KvEngine`] (see [`crate::KvEngine::state`]).
 pub struct KvState {
     storage: Storage,
     limits: Limits,
@@ -51,7 +59,11 @@ pub struct KvState {
 type Overlay<'c> = HashMap<&'c [u8], Option<u64>, foldhash::fast::RandomState>;
 
 impl KvState {
-    pub fn open(config: Config, faults: Arc<dyn IoFaults>, metrics: Arc<Metrics>) -> Result<Self> {
+    pub(crate) fn open(
+        config: Config,
+        faults: Arc<dyn IoFaults>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
         let limits = Limits::from_config(&config);
         let sync_on_commit = config.sync == SyncMode::Always;
         let storage = Storage::open(config, faults, metrics)?;
@@ -62,10 +74,11 @@ impl KvState {
         })
     }
 
-    pub fn storage(&self) -> &Storage {
+    pub(crate) fn storage(&self) -> &Storage {
         &self.storage
     }
 
+    /// The input limits of its configuration.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -75,6 +88,7 @@ impl KvState {
         self.storage.lock_writer().last_log_index()
     }
 
+    /// The value of `key` and its version.
     pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
         self.storage.get(key)
     }
@@ -88,7 +102,14 @@ impl KvState {
 
     /// Applies commands in order with one write and at most one fsync, then
     /// publishes them together. One result per command, in order.
-    pub fn apply_group(&self, commands: &[(u64, &Command)]) -> Vec<Result<Outcome>> {
+    pub(crate) fn apply_group(&self, commands: &[(u64, &Command)]) -> Vec<Result<Outcome>> {
+        let results = self.apply_group_locked(commands);
+        // The writer lock is released: metadata of segments the group sealed.
+        self.storage.after_commit();
+        results
+    }
+
+    fn apply_group_locked(&self, commands: &[(u64, &Command)]) -> Vec<Result<Outcome>> {
         let mut writer = self.storage.lock_writer();
         if let Err(err) = writer.check_writable() {
             let reason = poison_reason(err);
@@ -231,7 +252,8 @@ impl KvState {
     }
 
     /// Every live key with its value and version, sorted by key.
-    pub fn dump(&self) -> Result<Vec<(Vec<u8>, Versioned)>> {
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn dump(&self) -> Result<Vec<(Vec<u8>, Versioned)>> {
         let mut out = Vec::new();
         for (key, _) in self.storage.sorted_entries()? {
             if let Some(value) = self.storage.get(&key)? {

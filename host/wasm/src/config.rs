@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use hightower_engine::error::ConfigError;
+use hightower_engine::ConfigError;
 
 /// Limits and settings of the WebAssembly host. Every component loaded by one
 /// [`super::WasmRuntime`] gets these. Key, value and batch limits for guests

@@ -1,6 +1,6 @@
 //! What can go wrong loading or calling a component.
 
-use hightower_engine::error::ConfigError;
+use hightower_engine::ConfigError;
 
 /// An error of the WebAssembly host. A guest that misbehaves (runs too
 /// long, grows too much memory, passes too much data, traps or panics) is

@@ -17,8 +17,8 @@ use super::bindings::store::{
 use super::ctx::KvView;
 use super::namespace::{KeyError, Namespace};
 use hightower_engine::Outcome;
-use hightower_engine::error::{Error, InputError};
 use hightower_engine::{Command, Condition, Op};
+use hightower_engine::{Error, InputError};
 
 type Res<T> = wasmtime::Result<Result<T, WitError>>;
 

@@ -9,9 +9,9 @@
 //! `auth/` does not).
 
 use hightower_engine::Config;
-use hightower_engine::command::Limits as StoreLimits;
-use hightower_engine::error::ConfigError;
-use hightower_engine::log_segment::RECORD_HEADER_LEN;
+use hightower_engine::ConfigError;
+use hightower_engine::Limits as StoreLimits;
+use hightower_engine::RECORD_OVERHEAD_BYTES as RECORD_HEADER_LEN;
 
 use super::config::SandboxConfig;
 

@@ -10,7 +10,9 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"HTKVSEG\0";
 /// The newest segment format this build writes. Version 1 (no rank, no
 /// flags) is still read.
 pub const FORMAT_VERSION: u32 = 2;
+/// Bytes of a segment file's header.
 pub const SEGMENT_HEADER_LEN: usize = 32;
+/// Bytes of a record's header (before its key and value).
 pub const RECORD_HEADER_LEN: usize = 28;
 /// The key length field is a u16.
 pub const MAX_FORMAT_KEY_BYTES: usize = u16::MAX as usize;

@@ -38,10 +38,6 @@ impl MappedSegment {
         })
     }
 
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
     /// The file's bytes as they were when mapped (header included).
     pub fn bytes(&self) -> &[u8] {
         &self.map[..self.file_len]

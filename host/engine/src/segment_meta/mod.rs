@@ -287,10 +287,6 @@ impl SegmentMeta {
         &self.header
     }
 
-    pub fn file_name(&self) -> &str {
-        &self.file
-    }
-
     /// Size of the metadata file.
     pub fn file_len(&self) -> u64 {
         self.raw().len() as u64

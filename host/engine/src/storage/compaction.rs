@@ -34,11 +34,11 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use super::Storage;
+use super::maintenance::Maintainer;
 use super::segments::{Segment, SegmentTable};
 use crate::error::{Error, IoContext, Result};
 use crate::fault::IoOp;
-use crate::index::{IndexEntry, KeySource};
+use crate::index::{IndexEntry, RecordKeys};
 use crate::log_segment::{
     MappedSegment, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader, encode_header, encode_marker,
     encode_record, segment_file_name,
@@ -93,11 +93,17 @@ pub fn plan_compaction(
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CompactionReport {
+    /// Ids of the segments compacted (now deleted).
     pub inputs: Vec<u32>,
+    /// Ids of the segments written.
     pub outputs: Vec<u32>,
+    /// Bytes of the inputs.
     pub input_bytes: u64,
+    /// Bytes of the outputs.
     pub output_bytes: u64,
+    /// Records copied.
     pub records_kept: u64,
+    /// Tombstones no longer needed, dropped.
     pub tombstones_dropped: u64,
 }
 
@@ -113,24 +119,9 @@ struct Kept {
     input: usize,
 }
 
-impl Storage {
-    /// Compacts everything written so far (on demand: `hightower compact`):
-    /// seals the active segment (if it holds records) so that no record is
-    /// kept only because the active segment replaced it, then compacts
-    /// every sealed segment.
-    pub fn compact_all(&self) -> Result<CompactionReport> {
-        let _guard = self.maintenance_lock();
-        self.lock_writer().seal_active()?;
-        self.build_pending_metas_locked()?;
-        let inputs: Vec<u32> = self.segment_usage().iter().map(|u| u.id).collect();
-        if inputs.is_empty() {
-            return Ok(CompactionReport::default());
-        }
-        self.compact_locked(&CompactionPlan { inputs })
-    }
-
-    /// Runs one compaction plan (the maintenance lock is held).
-    pub(super) fn compact_locked(&self, plan: &CompactionPlan) -> Result<CompactionReport> {
+impl Maintainer<'_> {
+    /// Runs one compaction plan.
+    pub fn compact(&self, plan: &CompactionPlan) -> Result<CompactionReport> {
         let inputs = self.inputs_of(plan)?;
         let run_rank = inputs
             .iter()
@@ -159,8 +150,8 @@ impl Storage {
             tombstones_dropped: tombstones_dropped.len() as u64,
         };
         self.swap_in(&inputs, &outputs, &kept.0, &tombstones_dropped)?;
-        self.metrics.add(Counter::Compactions, 1);
-        self.metrics.add(
+        self.files.metrics.add(Counter::Compactions, 1);
+        self.files.metrics.add(
             Counter::CompactionBytesReclaimed,
             report.input_bytes.saturating_sub(report.output_bytes),
         );
@@ -175,15 +166,17 @@ impl Storage {
     }
 
     fn inputs_of(&self, plan: &CompactionPlan) -> Result<Vec<Arc<Segment>>> {
-        let segments = self.segments();
+        let segments = self.reads.segments();
         let mut inputs = Vec::with_capacity(plan.inputs.len());
         for &id in &plan.inputs {
             let segment = segments
                 .get(id)
                 .filter(|s| s.meta().is_some() && !s.active)
-                .ok_or(Error::Unsupported(
-                    "a compaction input is not a sealed segment with metadata",
-                ))?;
+                .ok_or_else(|| {
+                    Error::Invariant(format!(
+                        "compaction input {id} is not a sealed segment with metadata"
+                    ))
+                })?;
             inputs.push(segment.clone());
         }
         inputs.sort_by_key(|s| (s.header.rank, s.id()));
@@ -199,7 +192,7 @@ impl Storage {
         run_rank: u32,
     ) -> Result<(Vec<Kept>, Vec<Dropped>)> {
         let input_ids: Vec<u32> = inputs.iter().map(|s| s.id()).collect();
-        let table = self.segments().clone();
+        let table = self.reads.segments().clone();
         let older_unsearchable = table.iter().any(|s| {
             !input_ids.contains(&s.id())
                 && s.meta().is_none()
@@ -219,7 +212,7 @@ impl Storage {
                     len: found.len,
                     tombstone: found.tombstone,
                 };
-                let newest = self.newest_record(found.key, &table)?;
+                let newest = self.reads.newest_record(found.key, &table)?;
                 if !newest.is_some_and(|n| n.same_record(&this)) {
                     // Dead only if what replaced it is in a sealed segment.
                     // A record replaced from the active segment stays until
@@ -306,7 +299,7 @@ impl Storage {
                 crate::log_segment::encoded_record_len(key.len(), value.map_or(0, <[u8]>::len))
                     as u64;
             if !pending.is_empty()
-                && pending.bytes.len() as u64 + len > self.config.segment_size_bytes
+                && pending.bytes.len() as u64 + len > self.files.config.segment_size_bytes
             {
                 let full = std::mem::take(&mut pending);
                 outputs.push(self.finish_output(full, &spec, None, created)?);
@@ -330,7 +323,7 @@ impl Storage {
         if let Some((version, log_index)) = marker.filter(|&(version, _)| version > 0) {
             encode_marker(&mut output.bytes, version, log_index);
         }
-        let id = self.allocate_segment_id()?;
+        let id = self.files.allocate_segment_id()?;
         created.push(id);
         let header = SegmentHeader {
             id,
@@ -340,7 +333,7 @@ impl Storage {
         output.bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&encode_header(header));
         let name = segment_file_name(id);
         let temp = format!("{name}.tmp");
-        let dir = &self.dir;
+        let dir = &self.files.dir;
         let file = dir.create_new(&temp)?;
         dir.faults()
             .check(IoOp::Write, &temp)
@@ -360,7 +353,7 @@ impl Storage {
             .store(spec.live_keys_after, Ordering::Relaxed);
         // Writing the metadata scans the output: every record is checked
         // once more before anything points at it.
-        let meta = super::maintenance::write_meta(self, &segment)?;
+        let meta = self.files.write_meta(&segment)?;
         let entries = output
             .placed
             .iter()
@@ -395,12 +388,12 @@ impl Storage {
                 format!("{segment}.tmp"),
                 segment,
             ] {
-                if self.dir.exists(&name) {
-                    let _ = self.dir.remove(&name);
+                if self.files.dir.exists(&name) {
+                    let _ = self.files.dir.remove(&name);
                 }
             }
         }
-        let _ = self.dir.sync();
+        let _ = self.files.dir.sync();
     }
 
     fn swap_in(
@@ -414,39 +407,39 @@ impl Storage {
             input.retiring.store(true, Ordering::SeqCst);
         }
         {
-            let mut table = self.segments.write().expect("segment table lock poisoned");
+            let mut table = self.reads.segments_mut();
             for (segment, _) in outputs {
                 table.insert(segment.clone());
             }
         }
         let moved = outputs.iter().flat_map(|(_, entries)| entries.iter());
         {
-            let table = self.segments();
+            let table = self.reads.segments();
             for (record, to) in kept.iter().zip(moved) {
                 let key = table.key_of(to).expect("the output holds the key");
-                self.index.redirect(key, &record.from, *to, &*table);
+                self.reads.index.redirect(key, &record.from, *to, &*table);
             }
             for (key, entry) in dropped {
-                self.index.remove_if(key, entry, &*table);
+                self.reads.index.remove_if(key, entry, &*table);
             }
         }
         // Every record dropped was superseded by a published one, so it is
         // already written: only the fsync is left, and it runs without the
         // writer lock (as the interval flusher's does), so puts do not wait
         // for the disk to take the active segment's unsynced bytes.
-        self.sync_in_background()?;
+        self.sync_active_in_background()?;
         {
-            let mut table = self.segments.write().expect("segment table lock poisoned");
+            let mut table = self.reads.segments_mut();
             for input in inputs {
                 table.remove(input.id());
             }
         }
         for input in inputs {
-            self.dir.remove(&segment_file_name(input.id()))?;
-            self.dir.sync()?;
-            self.dir.remove(&meta_file_name(input.id()))?;
+            self.files.dir.remove(&segment_file_name(input.id()))?;
+            self.files.dir.sync()?;
+            self.files.dir.remove(&meta_file_name(input.id()))?;
         }
-        self.dir.sync()
+        self.files.dir.sync()
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BinaryHeap;
 
 use super::segments::SegmentTable;
 use crate::error::Result;
-use crate::index::{Index, IndexEntry, KeySource};
+use crate::index::{Index, IndexEntry, RecordKeys};
 
 /// Which keys: those starting with `prefix`, strictly after `after`.
 #[derive(Clone, Copy)]

@@ -1,92 +1,81 @@
-//! The storage facade: segments on disk, the hot index in memory, the
+//! The storage layer: segments on disk, the hot index in memory, the
 //! per-segment metadata that finds what the hot index does not hold, and
 //! the single writer that appends to the active segment.
 //!
-//! Reads take one index shard lock and the segment-table read lock, then copy
-//! the record out of a memory map. A key missing from the hot index is looked
-//! up in the sealed segments' metadata, newest rank first (Bloom filter,
-//! sparse index, a few records of the segment), and copied into the hot index. Writes go
-//! through [`WriterGuard`]: stage records, write them, sync as the caller
-//! asks, then publish to the index — so a reader never sees a write before it
-//! could have been acknowledged.
+//! [`Storage`] is assembled from narrower parts, each with its own file:
+//!
+//! - [`files::Files`]: the data directory, configuration, metrics, segment
+//!   ids, and the writer's "segment sealed" notices;
+//! - [`read::ReadPath`]: the hot index, the segment table and the publish
+//!   sequence lock (every lookup goes through it);
+//! - [`writer`]: the append path, one writer at a time ([`WriterGuard`]);
+//! - [`maintenance`]: metadata builds, warm-up, audits and compaction
+//!   ([`compaction`]), one maintainer at a time;
+//! - [`recovery`]: opening (and verifying) a data directory.
+//!
+//! Arrows point down that list: maintenance uses the writer and the read
+//! path, the writer uses the read path, nobody calls up.
 
 mod compaction;
+mod cut;
+mod files;
 mod inspect;
 mod maintenance;
 mod merge;
+mod read;
 mod recovery;
 mod segments;
 mod writer;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::error::{Corruption, Error, Result};
+use crate::error::Result;
 use crate::fault::IoFaults;
-use crate::index::{Index, IndexEntry, IndexStats};
+use crate::index::IndexStats;
 use crate::log_segment::{SEGMENT_HEADER_LEN, segment_file_name};
-use crate::metrics::{Metrics, MetricsHook};
+use crate::metrics::Metrics;
 use crate::segment_meta::meta_file_name;
 
-pub use compaction::{CompactionPlan, CompactionReport, SegmentUsage, plan_compaction};
+pub use compaction::CompactionReport;
+pub use cut::ConsistentCut;
 pub use inspect::{RecordInfo, SegmentInfo};
-pub use recovery::{OpenReport, SegmentVerdict, SegmentVerification, verify_segments};
-pub use segments::{Segment, SegmentTable};
-use writer::Writer;
+pub use recovery::{OpenReport, SalvageNote, SegmentVerdict, SegmentVerification, verify_segments};
 pub use writer::{Staged, WriterGuard};
+
+use files::Files;
+use maintenance::Maintenance;
+use read::ReadPath;
+use writer::Writer;
 
 /// A value and the version that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Versioned {
+    /// The bytes stored.
     pub value: Vec<u8>,
+    /// The version of the write that stored them.
     pub version: u64,
 }
 
-pub struct Storage {
-    dir: DataDir,
-    index: Index,
-    segments: RwLock<SegmentTable>,
-    /// A sequence lock around publishing: odd while a group is being
-    /// published. A lookup that overlapped a publish retries, so the records
-    /// of a batch become visible all at once (a reader that sees one of them
-    /// sees every one) without readers writing to a shared cache line. A
-    /// cold lookup copies its result into the hot index only if no publish
-    /// happened meanwhile.
-    publish_seq: AtomicU64,
+pub(crate) struct Storage {
+    files: Files,
+    reads: ReadPath,
     writer: Mutex<Writer>,
-    config: Config,
-    metrics: Arc<Metrics>,
-    /// Highest version published to the index.
-    committed_version: AtomicU64,
-    /// Every key's newest record is in the hot index, so a miss means
-    /// absent. Only without a budget (nothing is evicted then): from the
-    /// start on a new store, after the warm-up on a reopened one.
-    hot_complete: AtomicBool,
-    /// Keys with a live value, published.
-    live_keys: AtomicU64,
-    /// Bytes written to the active segment so far.
-    active_bytes: AtomicU64,
-    active_id: AtomicU32,
-    /// The next segment id (ids are never reused; compaction outputs take
-    /// fresh ones too).
-    next_segment_id: AtomicU32,
-    /// Metadata builds and compaction run on the engine's maintenance
-    /// thread; without one, the writer builds metadata itself on a roll.
-    background_maintenance: AtomicBool,
-    /// One maintainer at a time (the worker, `compact`, or an inline build).
-    maintenance: Mutex<()>,
+    maintenance: Maintenance,
     open_report: OpenReport,
 }
 
 /// Sizes of the store, for `stats`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct StorageStats {
     /// Keys with a live value.
     pub keys: u64,
+    /// Segment files open (the active one included).
     pub segments: u64,
     /// Segment and metadata files.
     pub disk_bytes: u64,
@@ -95,13 +84,19 @@ pub struct StorageStats {
     /// The hot index's tables plus the metadata kept hot (block pointers,
     /// first keys, Bloom filters).
     pub index_memory_bytes: u64,
+    /// Entries in the hot index.
     pub hot_entries: u64,
+    /// Of those, tombstones.
     pub hot_tombstones: u64,
+    /// Entries evicted from the hot index since open.
     pub hot_evictions: u64,
     /// A miss in the hot index means absent (no budget, warm-up done).
     pub hot_index_complete: bool,
+    /// Highest version published.
     pub committed_version: u64,
+    /// Highest log index applied (persisted with the records it wrote).
     pub last_log_index: u64,
+    /// Why writes are refused, if an I/O failure poisoned the writer.
     pub poisoned: Option<String>,
 }
 
@@ -114,123 +109,49 @@ impl Storage {
         recovery::recover(dir, config, metrics)
     }
 
+    fn assemble(files: Files, reads: ReadPath, writer: Writer, open_report: OpenReport) -> Self {
+        Storage {
+            files,
+            reads,
+            writer: Mutex::new(writer),
+            maintenance: Maintenance::default(),
+            open_report,
+        }
+    }
+
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.files.config
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.files.metrics
     }
 
     pub fn open_report(&self) -> &OpenReport {
         &self.open_report
     }
 
-    fn segments(&self) -> RwLockReadGuard<'_, SegmentTable> {
-        self.segments.read().expect("segment table lock poisoned")
-    }
-
     /// The current value of `key`, verified against its checksum.
     pub fn get(&self, key: &[u8]) -> Result<Option<Versioned>> {
-        // One segment-table guard for lookup and read: the segment an entry
-        // names cannot go away in between.
-        let segments = self.segments();
-        let Some(entry) = self.lookup(key, &segments)? else {
-            return Ok(None);
-        };
-        if entry.tombstone {
-            return Ok(None);
-        }
-        let record = read_record(&segments, &entry, key)?;
-        Ok(Some(Versioned {
-            value: record.to_vec(),
-            version: entry.version,
-        }))
+        self.reads.get(key)
     }
 
     /// The version of `key`'s current value, without reading it.
     pub fn version_of(&self, key: &[u8]) -> Result<Option<u64>> {
-        let segments = self.segments();
-        Ok(self
-            .lookup(key, &segments)?
-            .filter(|entry| !entry.tombstone)
-            .map(|entry| entry.version))
-    }
-
-    /// The newest record of `key`, a tombstone included: from the hot index,
-    /// or from the sealed segments' metadata (then copied into the hot index).
-    fn lookup(&self, key: &[u8], segments: &SegmentTable) -> Result<Option<IndexEntry>> {
-        self.find_newest(key, segments, true)
-    }
-
-    /// Like [`Self::lookup`], but never copies a cold result into the hot
-    /// index (maintenance must not flush the hot set).
-    pub(super) fn newest_record(
-        &self,
-        key: &[u8],
-        segments: &SegmentTable,
-    ) -> Result<Option<IndexEntry>> {
-        self.find_newest(key, segments, false)
-    }
-
-    fn find_newest(
-        &self,
-        key: &[u8],
-        segments: &SegmentTable,
-        promote: bool,
-    ) -> Result<Option<IndexEntry>> {
-        // Bounded by the publisher: each retry waits for one publish to end,
-        // and a publish holds no lock a reader needs to make progress.
-        loop {
-            let before = self.publish_seq.load(Ordering::SeqCst);
-            if !before.is_multiple_of(2) {
-                std::thread::yield_now();
-                continue;
-            }
-            let found = match self.index.get(key, segments) {
-                Some(entry) => Some(entry),
-                None if self.hot_complete.load(Ordering::Acquire) => None,
-                None => {
-                    let cold = segments.find_cold(key)?;
-                    if let Some(entry) = cold.filter(|entry| promote && !entry.tombstone) {
-                        self.promote(key, entry, segments, before);
-                    }
-                    cold
-                }
-            };
-            // The shard lock taken by `get` orders this load after the
-            // entry read: if we saw a value written by a publish, we see
-            // its odd sequence number here.
-            if self.publish_seq.load(Ordering::SeqCst) == before {
-                return Ok(found);
-            }
-        }
-    }
-
-    /// Copies a cold lookup's result into the hot index, unless a publish
-    /// (which might have written a newer record) started since `seq_before`
-    /// or compaction is retiring its segment. Checked under the shard lock,
-    /// which the publisher and compaction's redirect also take.
-    fn promote(&self, key: &[u8], entry: IndexEntry, segments: &SegmentTable, seq_before: u64) {
-        let Some(segment) = segments.get(entry.segment_id) else {
-            return;
-        };
-        let promoted = self.index.insert_if_absent(key, entry, segments, || {
-            self.publish_seq.load(Ordering::SeqCst) == seq_before
-                && !segment.retiring.load(Ordering::SeqCst)
-        });
-        if promoted {
-            self.metrics.add(crate::metrics::Counter::HotPromotions, 1);
-        }
+        self.reads.version_of(key)
     }
 
     /// Exclusive access to the append path.
     pub fn lock_writer(&self) -> WriterGuard<'_> {
-        WriterGuard::new(self, self.writer.lock().expect("writer lock poisoned"))
+        WriterGuard::new(
+            &self.files,
+            &self.reads,
+            self.writer.lock().expect("writer lock poisoned"),
+        )
     }
 
     pub fn committed_version(&self) -> u64 {
-        self.committed_version.load(Ordering::Acquire)
+        self.reads.committed_version()
     }
 
     /// Fsyncs everything appended so far.
@@ -241,13 +162,49 @@ impl Storage {
     /// Fsync for the interval flusher: does not hold the writer lock while
     /// the disk works, so appends continue meanwhile.
     pub fn sync_in_background(&self) -> Result<()> {
-        writer::sync_without_blocking_appends(self)
+        writer::sync_without_blocking_appends(&self.files, &self.writer)
     }
 
-    /// The engine runs a maintenance thread: metadata is built there, not by
-    /// the writer on a roll.
+    /// The engine runs a maintenance thread: metadata is built there, not
+    /// after commits.
     pub fn set_background_maintenance(&self, on: bool) {
-        self.background_maintenance.store(on, Ordering::SeqCst);
+        self.maintenance.set_background(on);
+    }
+
+    /// Called after a commit (the writer lock released). Without a
+    /// maintenance thread, the segments the writer sealed get their
+    /// metadata here, unless a maintainer is busy: it builds pending
+    /// metadata itself. A failure is logged; the segment's keys stay in the
+    /// hot index and the next commit (or close, or open) tries again.
+    pub fn after_commit(&self) {
+        if let Err(err) = self.maintenance.after_commit(self) {
+            tracing::warn!(error = %err, "writing segment metadata after a commit failed; retrying later");
+        }
+    }
+
+    /// One round of background maintenance. Errors are logged; the next
+    /// round retries.
+    pub fn maintain(&self) {
+        self.maintenance.round(self);
+    }
+
+    /// Writes metadata for every sealed segment that has none (oldest
+    /// first). Returns how many it wrote.
+    pub fn build_pending_metas(&self) -> Result<usize> {
+        self.maintenance.turn(self).build_pending_metas()
+    }
+
+    /// Audits every sealed segment now, so `stats().live_bytes` is exact
+    /// (after a restart it counts only what metadata knows until the
+    /// background audits are done). Costs a lookup per key.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn audit_all(&self) -> Result<()> {
+        self.maintenance.turn(self).audit_all()
+    }
+
+    /// Compacts everything written so far (on demand: `hightower compact`).
+    pub fn compact_all(&self) -> Result<CompactionReport> {
+        self.maintenance.turn(self).compact_all()
     }
 
     pub fn stats(&self) -> StorageStats {
@@ -256,7 +213,7 @@ impl Storage {
             tombstones,
             memory_bytes,
             evictions,
-        } = self.index.stats();
+        } = self.reads.index.stats();
         let (last_log_index, poisoned, active_id) = {
             let writer = self.writer.lock().expect("writer lock poisoned");
             (
@@ -265,11 +222,11 @@ impl Storage {
                 writer.active.id(),
             )
         };
-        let segments = self.segments();
+        let segments = self.reads.segments();
         let (mut disk_bytes, mut dead_bytes, mut meta_bytes) = (0, 0, 0);
         for segment in segments.iter() {
             disk_bytes += if segment.id() == active_id {
-                self.active_bytes.load(Ordering::Relaxed)
+                self.reads.active_bytes.load(Ordering::Relaxed)
             } else {
                 segment.len()
             };
@@ -285,7 +242,7 @@ impl Storage {
                 .filter_map(|s| s.meta().map(|m| m.file_len()))
                 .sum::<u64>();
         StorageStats {
-            keys: self.live_keys.load(Ordering::Relaxed),
+            keys: self.reads.live_keys.load(Ordering::Relaxed),
             segments: segments.len() as u64,
             disk_bytes,
             live_bytes: segment_bytes
@@ -295,7 +252,7 @@ impl Storage {
             hot_entries: entries,
             hot_tombstones: tombstones,
             hot_evictions: evictions,
-            hot_index_complete: self.hot_complete.load(Ordering::Relaxed),
+            hot_index_complete: self.reads.hot_complete.load(Ordering::Relaxed),
             committed_version: self.committed_version(),
             last_log_index,
             poisoned,
@@ -303,155 +260,60 @@ impl Storage {
     }
 
     /// Up to `limit` live keys starting with `prefix` and sorted after
-    /// `after` (exclusive), in byte order. Costs a pass over the hot index
-    /// (one shard lock at a time) plus, unless the hot index holds every
-    /// key, a merge of the sealed segments' sorted metadata from the first
-    /// possible key on. Not a snapshot: a batch published during the pass
-    /// may be seen in part.
+    /// `after` (exclusive), in byte order. See [`ReadPath::live_entries`]
+    /// for the cost.
     pub fn keys_with_prefix(
         &self,
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>> {
-        let entries = self.live_entries(merge::Range { prefix, after }, limit)?;
+        let entries = self
+            .reads
+            .live_entries(merge::Range { prefix, after }, limit)?;
         Ok(entries.into_iter().map(|(key, _)| key).collect())
     }
 
-    /// Every live key with its entry, sorted by key. For tests and tooling.
-    pub fn sorted_entries(&self) -> Result<Vec<(Vec<u8>, IndexEntry)>> {
+    /// Every live key with its entry, sorted by key. For tests.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn sorted_entries(&self) -> Result<Vec<(Vec<u8>, crate::index::IndexEntry)>> {
         let everything = merge::Range {
             prefix: &[],
             after: None,
         };
-        self.live_entries(everything, usize::MAX)
+        self.reads.live_entries(everything, usize::MAX)
     }
 
-    fn live_entries(
-        &self,
-        range: merge::Range<'_>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, IndexEntry)>> {
-        let segments = self.segments();
-        let complete = self.hot_complete.load(Ordering::Acquire);
-        let mut entries = Vec::new();
-        merge::live_keys_page(
-            &self.index,
-            &segments,
-            complete,
-            range,
-            limit,
-            |key, entry| entries.push((key.to_vec(), entry)),
-        )?;
-        Ok(entries)
-    }
-
-    /// A consistent cut at `last_log_index`, taken under the writer lock:
-    /// a copy of the hot index and the segments (kept readable while the
-    /// cut is held). Walk it with [`Cut::for_each_live`].
-    pub fn consistent_cut(&self) -> Cut {
+    /// A consistent cut at the last applied log index, taken under the
+    /// writer lock: a copy of the hot index and the segments (kept readable
+    /// while the cut is held).
+    pub fn consistent_cut(&self) -> ConsistentCut {
         let writer = self.writer.lock().expect("writer lock poisoned");
-        let mut hot = Vec::with_capacity(self.index.len() as usize);
-        self.index.for_each(|entry| hot.push(entry));
-        Cut {
-            hot,
-            segments: self.segments().clone(),
-            hot_complete: self.hot_complete.load(Ordering::Acquire),
-            last_log_index: writer.last_log_index,
-            last_version: writer.next_version - 1,
-            live_keys: self.live_keys.load(Ordering::Relaxed),
-        }
+        ConsistentCut::take(&self.reads, writer.last_log_index, writer.next_version - 1)
+    }
+
+    /// Every open segment with exact live and dead bytes. Costs a lookup
+    /// per record: an operator's tool, not for hot paths.
+    pub fn inspect_segments(&self) -> Result<Vec<SegmentInfo>> {
+        inspect::segments(&self.reads)
+    }
+
+    /// The records of segment `id`, in log order.
+    pub fn inspect_records(&self, id: u32) -> Result<Vec<RecordInfo>> {
+        inspect::records(&self.reads, id)
     }
 
     /// Removes every file of this store (cleanup after a failed restore into
     /// a directory that was empty). The store must not be used afterwards.
     pub(crate) fn remove_all_files(&self) {
-        for id in self.dir.segment_ids().unwrap_or_default() {
-            let _ = self.dir.remove(&segment_file_name(id));
-            let _ = self.dir.remove(&meta_file_name(id));
+        let dir = &self.files.dir;
+        for id in dir.segment_ids().unwrap_or_default() {
+            let _ = dir.remove(&segment_file_name(id));
+            let _ = dir.remove(&meta_file_name(id));
         }
-        let _ = self.dir.remove(crate::data_dir::LOCK_FILE_NAME);
-        let _ = self.dir.sync();
+        let _ = dir.remove(crate::data_dir::LOCK_FILE_NAME);
+        let _ = dir.sync();
     }
-}
-
-/// A frozen view of the store; see [`Storage::consistent_cut`].
-pub struct Cut {
-    hot: Vec<IndexEntry>,
-    segments: SegmentTable,
-    hot_complete: bool,
-    pub last_log_index: u64,
-    /// Highest version assigned.
-    pub last_version: u64,
-    pub live_keys: u64,
-}
-
-impl Cut {
-    /// The whole record an entry of this cut names, verified.
-    pub fn read(&self, entry: &IndexEntry) -> Result<crate::log_segment::Record<'_>> {
-        let segment = self.segments.get(entry.segment_id).ok_or_else(|| {
-            Error::Corruption(Corruption {
-                file: segment_file_name(entry.segment_id),
-                offset: u64::from(entry.offset),
-                reason: "an entry names a segment missing from the cut".into(),
-            })
-        })?;
-        let key = crate::index::KeySource::key_of(&self.segments, entry).ok_or_else(|| {
-            Error::Corruption(Corruption {
-                file: segment_file_name(entry.segment_id),
-                offset: u64::from(entry.offset),
-                reason: "unreadable key".into(),
-            })
-        })?;
-        segment
-            .map
-            .read(entry.offset, entry.len, key, entry.version)
-    }
-
-    /// Calls `visit` with every live key, its entry and its value, in key
-    /// order.
-    pub fn for_each_live(
-        &self,
-        mut visit: impl FnMut(&[u8], IndexEntry, &[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let mut failure = None;
-        merge::live_entries(
-            &self.hot,
-            &self.segments,
-            self.hot_complete,
-            merge::Range {
-                prefix: &[],
-                after: None,
-            },
-            usize::MAX,
-            |key, entry| {
-                if failure.is_some() {
-                    return;
-                }
-                let result = read_record(&self.segments, &entry, key)
-                    .and_then(|value| visit(key, entry, value));
-                if let Err(err) = result {
-                    failure = Some(err);
-                }
-            },
-        )?;
-        failure.map_or(Ok(()), Err)
-    }
-}
-
-/// Reads and verifies the value of the record `entry` names.
-fn read_record<'s>(segments: &'s SegmentTable, entry: &IndexEntry, key: &[u8]) -> Result<&'s [u8]> {
-    let Some(segment) = segments.get(entry.segment_id) else {
-        return Err(Error::Corruption(Corruption {
-            file: segment_file_name(entry.segment_id),
-            offset: u64::from(entry.offset),
-            reason: "the index points at a segment that is not open".into(),
-        }));
-    };
-    Ok(segment
-        .map
-        .read(entry.offset, entry.len, key, entry.version)?
-        .value)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::Result;
-use crate::index::{IndexEntry, KeySource};
+use crate::index::{IndexEntry, RecordKeys};
 use crate::log_segment::{MappedSegment, SegmentHeader};
 use crate::segment_meta::{SegmentMeta, UNKNOWN_LIVE_KEYS};
 
@@ -78,10 +78,6 @@ impl Segment {
     /// Bytes of the file as mapped (the active segment's grow).
     pub fn len(&self) -> u64 {
         self.map.bytes().len() as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn add_dead(&self, bytes: u32) {
@@ -170,10 +166,6 @@ impl SegmentTable {
         self.by_id.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
     /// The newest record of `key` in the cold segments (a tombstone
     /// included), searching by rank, newest first.
     pub fn find_cold(&self, key: &[u8]) -> Result<Option<IndexEntry>> {
@@ -212,7 +204,7 @@ impl SegmentTable {
     }
 }
 
-impl KeySource for SegmentTable {
+impl RecordKeys for SegmentTable {
     fn key_of(&self, entry: &IndexEntry) -> Option<&[u8]> {
         self.by_id
             .get(&entry.segment_id)?

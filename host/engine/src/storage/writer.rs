@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::Storage;
+use super::files::Files;
+use super::read::ReadPath;
 use super::segments::Segment;
 use crate::config::SyncMode;
 use crate::error::{Error, Result};
@@ -78,13 +79,22 @@ pub struct Staged<'k> {
 
 /// Holds the writer lock. Records are staged, then written, then published.
 pub struct WriterGuard<'s> {
-    storage: &'s Storage,
+    files: &'s Files,
+    reads: &'s ReadPath,
     writer: MutexGuard<'s, Writer>,
 }
 
 impl<'s> WriterGuard<'s> {
-    pub(super) fn new(storage: &'s Storage, writer: MutexGuard<'s, Writer>) -> Self {
-        WriterGuard { storage, writer }
+    pub(super) fn new(
+        files: &'s Files,
+        reads: &'s ReadPath,
+        writer: MutexGuard<'s, Writer>,
+    ) -> Self {
+        WriterGuard {
+            files,
+            reads,
+            writer,
+        }
     }
 
     /// Fails if an earlier I/O error poisoned the writer.
@@ -97,6 +107,7 @@ impl<'s> WriterGuard<'s> {
         }
     }
 
+    #[cfg(test)]
     pub fn next_version(&self) -> u64 {
         self.writer.next_version
     }
@@ -233,12 +244,12 @@ impl<'s> WriterGuard<'s> {
     /// The newest published record of each key of `ops` (hot or cold),
     /// unless a record of the key is already staged in this group.
     fn previous_records(&self, ops: &[(&[u8], Option<&[u8]>)]) -> Result<Vec<Option<IndexEntry>>> {
-        let segments = self.storage.segments();
+        let segments = self.reads.segments();
         ops.iter()
             .map(|&(key, _)| match self.writer.group.contains_key(key) {
                 true => Ok(None),
                 // No promotion: the key is about to get a newer entry anyway.
-                false => self.storage.newest_record(key, &segments),
+                false => self.reads.newest_record(key, &segments),
             })
             .collect()
     }
@@ -265,31 +276,27 @@ impl<'s> WriterGuard<'s> {
             self.writer.buf.is_empty(),
             "publish before the records were written"
         );
-        let index = &self.storage.index;
-        let segments = self
-            .storage
-            .segments
-            .read()
-            .expect("segment table lock poisoned");
-        let seq = &self.storage.publish_seq;
+        let index = &self.reads.index;
+        let segments = self.reads.segments();
+        let seq = &self.reads.publish_seq;
         assert!(
             seq.fetch_add(1, Ordering::SeqCst).is_multiple_of(2),
             "one publisher at a time"
         );
-        let mut newest = self.storage.committed_version.load(Ordering::Relaxed);
+        let mut newest = self.reads.committed_version.load(Ordering::Relaxed);
         for item in staged {
             // Tombstones are entries too: a delete shadows older values in
             // sealed segments that lookups search when the key is not hot.
             index.upsert(item.key, item.entry, &*segments);
             newest = newest.max(item.entry.version);
         }
-        self.storage
+        self.reads
             .committed_version
             .store(newest, Ordering::Release);
         seq.fetch_add(1, Ordering::SeqCst);
         account_space(&segments, staged);
         let delta = std::mem::take(&mut self.writer.pending_live_delta);
-        let live = &self.storage.live_keys;
+        let live = &self.reads.live_keys;
         let now = live.load(Ordering::Relaxed).checked_add_signed(delta);
         live.store(
             now.expect("the live key count stays in range"),
@@ -320,7 +327,7 @@ impl<'s> WriterGuard<'s> {
             return Ok(());
         }
         let expected = writer.active.write_pos();
-        let appended = writer.active.append(&self.storage.dir, &writer.buf);
+        let appended = writer.active.append(&self.files.dir, &writer.buf);
         if writer.active.write_pos() > expected {
             // The bytes are in the file even if a later step (preallocation) failed.
             writer.buf.clear();
@@ -332,14 +339,14 @@ impl<'s> WriterGuard<'s> {
         );
         // The buffer was cleared above: count what reached the file.
         let appended_bytes = writer.active.write_pos() - expected;
-        self.storage
+        self.files
             .metrics
             .add(Counter::BytesAppended, appended_bytes);
-        self.storage
+        self.reads
             .active_bytes
             .store(writer.active.write_pos(), Ordering::Relaxed);
         // Bound the retained buffer: one huge batch must not pin its memory forever.
-        let keep = self.storage.config.max_commit_group_bytes as usize * 2;
+        let keep = self.files.config.max_commit_group_bytes as usize * 2;
         if writer.buf.capacity() > keep {
             writer.buf.shrink_to(keep);
         }
@@ -351,9 +358,9 @@ impl<'s> WriterGuard<'s> {
             return Ok(());
         }
         let started = Instant::now();
-        self.writer.active.sync_data(&self.storage.dir)?;
-        self.storage.metrics.add(Counter::Fsyncs, 1);
-        self.storage
+        self.writer.active.sync_data(&self.files.dir)?;
+        self.files.metrics.add(Counter::Fsyncs, 1);
+        self.files
             .metrics
             .observe(Latency::Fsync, started.elapsed());
         Ok(())
@@ -365,7 +372,7 @@ impl<'s> WriterGuard<'s> {
     fn roll_if_needed(&mut self, bytes: u64) -> Result<()> {
         let tail = self.writer.active.write_pos() + self.writer.buf.len() as u64;
         let empty = tail == SEGMENT_HEADER_LEN as u64;
-        if empty || tail + bytes <= self.storage.config.segment_size_bytes {
+        if empty || tail + bytes <= self.files.config.segment_size_bytes {
             return Ok(());
         }
         self.roll()
@@ -382,15 +389,17 @@ impl<'s> WriterGuard<'s> {
         self.guarded(|this| this.roll())
     }
 
+    /// Seals the active segment, starts the next, and leaves a notice for
+    /// maintenance (which writes the sealed segment's metadata).
     fn roll(&mut self) -> Result<()> {
         self.write_buf()?;
-        let storage = self.storage;
+        let (files, reads) = (self.files, self.reads);
         let writer = &mut *self.writer;
-        writer.active.seal(&storage.dir)?;
+        writer.active.seal(&files.dir)?;
         let sealed_id = writer.active.id();
-        let next_id = storage.allocate_segment_id()?;
-        let next = ActiveSegment::create(&storage.dir, next_id, writer.preallocate_bytes)?;
-        let map = MappedSegment::map(next.file(), next_id, storage.config.active_map_bytes())?;
+        let next_id = files.allocate_segment_id()?;
+        let next = ActiveSegment::create(&files.dir, next_id, writer.preallocate_bytes)?;
+        let map = MappedSegment::map(next.file(), next_id, files.config.active_map_bytes())?;
         let header = SegmentHeader {
             id: next_id,
             rank: next_id,
@@ -398,22 +407,19 @@ impl<'s> WriterGuard<'s> {
         };
         // The sealed segment's own map ends where the file ends now.
         let sealed_map = MappedSegment::map(writer.active.file(), sealed_id, 0)?;
-        let live_after = storage
+        let live_after = reads
             .live_keys
             .load(Ordering::Relaxed)
             .checked_add_signed(writer.pending_live_delta)
             .expect("the live key count stays in range");
         {
-            let mut segments = storage
-                .segments
-                .write()
-                .expect("segment table lock poisoned");
+            let mut segments = reads.segments_mut();
             // The active id changes under the table's lock, with the table.
-            storage.active_id.store(next_id, Ordering::SeqCst);
+            reads.active_id.store(next_id, Ordering::SeqCst);
             segments.insert(Arc::new(Segment::new_active(map, header)));
             segments.replace_map(sealed_id, sealed_map, live_after);
         }
-        storage
+        reads
             .active_bytes
             .store(next.write_pos(), Ordering::Relaxed);
         tracing::debug!(
@@ -422,7 +428,8 @@ impl<'s> WriterGuard<'s> {
             "segment rolled"
         );
         writer.active = next;
-        storage.after_seal()
+        files.note_sealed();
+        Ok(())
     }
 }
 
@@ -431,16 +438,16 @@ fn to_u32(value: u64) -> u32 {
     u32::try_from(value).expect("segment offsets fit in u32 (config caps segment size)")
 }
 
-fn account_space(segments: &super::SegmentTable, staged: &[Staged<'_>]) {
+fn account_space(segments: &super::segments::SegmentTable, staged: &[Staged<'_>]) {
     for item in staged {
         segments.account_replacement(&item.entry, item.replaces);
     }
 }
 
-/// See [`Storage::sync_in_background`].
-pub(super) fn sync_without_blocking_appends(storage: &Storage) -> Result<()> {
+/// See [`super::Storage::sync_in_background`].
+pub(super) fn sync_without_blocking_appends(files: &Files, writer: &Mutex<Writer>) -> Result<()> {
     let (file, name, id, pos) = {
-        let writer = storage.writer.lock().expect("writer lock poisoned");
+        let writer = writer.lock().expect("writer lock poisoned");
         if let Some(reason) = &writer.poisoned {
             return Err(Error::Poisoned {
                 reason: reason.clone(),
@@ -458,12 +465,12 @@ pub(super) fn sync_without_blocking_appends(storage: &Storage) -> Result<()> {
         )
     };
     let started = Instant::now();
-    let result = sync_file_data(&storage.dir, &file, &name);
-    let mut writer = storage.writer.lock().expect("writer lock poisoned");
+    let result = sync_file_data(&files.dir, &file, &name);
+    let mut writer = writer.lock().expect("writer lock poisoned");
     match result {
         Ok(()) => {
-            storage.metrics.add(Counter::Fsyncs, 1);
-            storage.metrics.observe(Latency::Fsync, started.elapsed());
+            files.metrics.add(Counter::Fsyncs, 1);
+            files.metrics.observe(Latency::Fsync, started.elapsed());
             // A roll in the meantime sealed (and fsynced) that segment itself.
             if writer.active.id() == id {
                 writer.active.mark_synced(pos);
@@ -480,6 +487,7 @@ pub(super) fn sync_without_blocking_appends(storage: &Storage) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Storage;
     use super::super::tests::{open, write};
     use super::*;
     use crate::config::Config;

@@ -26,8 +26,8 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 use super::ctx::{Ctx, KvCtx};
 use super::namespace::{Grants, KeyError, Namespace};
 use hightower_engine::Outcome;
-use hightower_engine::error::{Error, InputError};
 use hightower_engine::{Command, Condition, Op};
+use hightower_engine::{Error, InputError};
 
 /// Cursors of the first draft's `list-keys` (a `u64`) kept per instance;
 /// older ones expire.

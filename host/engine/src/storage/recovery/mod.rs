@@ -1,0 +1,371 @@
+//! Opening a store: load each sealed segment's metadata (or rebuild it from
+//! the segment), replay the active segment into the hot index, and decide
+//! what damage means.
+//!
+//! - A sealed segment whose metadata loads and matches it (length and a CRC
+//!   of its tail) is not read at open: its records are checked when read,
+//!   and by `hightower verify`. Missing or damaged metadata is rebuilt by a
+//!   full scan of the segment, with a log line.
+//! - Damage at the end of the active segment (the newest one the writer
+//!   filled) with nothing valid after it is a torn tail (a crash
+//!   mid-append): it is cut off, with a warning giving the offset and the
+//!   bytes dropped. Compaction outputs are written whole, so any damage in
+//!   them is corruption.
+//! - Damage anywhere else is corruption: open fails naming the file and the
+//!   offset, unless `recovery = "salvage"`. Salvage keeps every intact
+//!   command, keeps the original file as `seg-N.log.corrupt`, and reports
+//!   exactly which byte ranges it dropped.
+
+mod active;
+mod cleanup;
+mod headers;
+mod order;
+mod salvage;
+mod sealed;
+mod verify;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::files::Files;
+use super::read::{Published, ReadPath};
+use super::segments::{Segment, SegmentTable};
+use super::writer::{Writer, preallocate_bytes_for};
+use super::{Storage, merge};
+use crate::config::Config;
+use crate::data_dir::DataDir;
+use crate::error::{Corruption, Error, Result};
+use crate::index::Index;
+use crate::log_segment::{ActiveSegment, MappedSegment, SegmentHeader, segment_file_name};
+use crate::metrics::Metrics;
+use crate::segment_meta::UNKNOWN_LIVE_KEYS;
+use active::{open_active, replay_active};
+use cleanup::{remove_leftovers, remove_unfinished_creations};
+use headers::{active_segment_id, read_headers};
+use sealed::open_sealed;
+
+pub use verify::{SegmentVerdict, SegmentVerification, verify_segments};
+
+/// What recovery did on open.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OpenReport {
+    /// Segments opened.
+    pub segments: u64,
+    /// Records replayed from the active segment, plus those scanned to
+    /// rebuild metadata.
+    pub records: u64,
+    /// Commands replayed from the active segment.
+    pub commands: u64,
+    /// Sealed segments whose metadata was missing or unusable and was rebuilt.
+    pub metadata_rebuilt: u64,
+    /// Bytes cut from the end of the newest segment (a crash mid-append),
+    /// up to its last non-zero byte: preallocated zeros are not counted.
+    pub torn_tail_bytes_dropped: u64,
+    /// Segments rewritten by salvage, with what was dropped.
+    pub salvaged: Vec<SalvageNote>,
+}
+
+/// One segment salvage rewrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SalvageNote {
+    /// The segment's file.
+    pub segment: String,
+    /// The untouched original, kept for forensics.
+    pub original_kept_as: String,
+    /// Intact commands kept.
+    pub commands_kept: u64,
+    /// `(start, end, reason)` of every dropped byte range.
+    pub dropped: Vec<(u64, u64, String)>,
+}
+
+pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Result<Storage> {
+    let started = std::time::Instant::now();
+    remove_leftovers(&dir)?;
+    let mut report = OpenReport::default();
+    let ids = remove_unfinished_creations(&dir, dir.segment_ids()?)?;
+    let headers = read_headers(&dir, &ids, &config, &mut report)?;
+    let active_id = active_segment_id(&headers);
+    let mut table = SegmentTable::default();
+    let (mut last_version, mut last_log_index) = (0u64, 0u64);
+    let mut newest_sealed: Option<(u32, u64)> = None;
+    let mut previous_normal_max = 0;
+    for header in headers.iter().filter(|h| Some(h.id) != active_id) {
+        let segment = open_sealed(&dir, &config, *header, &mut report)?;
+        let meta = segment
+            .meta()
+            .expect("sealed segments are opened with metadata");
+        let meta_header = *meta.header();
+        if !header.compacted {
+            // The writer's segments hold increasing versions, in id order.
+            if meta_header.max_version != 0 && meta_header.max_version <= previous_normal_max {
+                return Err(versions_backwards(header.id, previous_normal_max));
+            }
+            previous_normal_max = previous_normal_max.max(meta_header.max_version);
+        }
+        last_version = last_version.max(meta_header.max_version);
+        last_log_index = last_log_index.max(meta_header.max_log_index);
+        // Equal ranks describe the same point of the log: any known count will do.
+        let newer = newest_sealed.is_none_or(|(rank, live)| {
+            header.rank > rank || (header.rank == rank && live == UNKNOWN_LIVE_KEYS)
+        });
+        if newer {
+            newest_sealed = Some((header.rank, meta_header.live_keys_after));
+        }
+        report.segments += 1;
+        table.insert(segment);
+    }
+    let preallocate_bytes = preallocate_bytes_for(&config);
+    let (active, replay, replay_map) = match active_id {
+        Some(id) => {
+            let (active, replay, map) = open_active(&dir, id, preallocate_bytes, &mut report)?;
+            (active, replay, Some(map))
+        }
+        None => {
+            let id = ids.last().map_or(1, |id| id + 1);
+            (
+                ActiveSegment::create(&dir, id, preallocate_bytes)?,
+                Vec::new(),
+                None,
+            )
+        }
+    };
+    let active_map = MappedSegment::map(active.file(), active.id(), config.active_map_bytes())?;
+    let active_header = SegmentHeader {
+        id: active.id(),
+        rank: active.id(),
+        compacted: false,
+    };
+    table.insert(Arc::new(Segment::new_active(active_map, active_header)));
+    let hot_complete = table.cold().is_empty() && config.hot_index_shard_max_entries().is_none();
+    let index = Index::new(
+        config.index_initial_capacity,
+        config.index_max_load_factor,
+        config.hot_index_shard_max_entries(),
+    );
+    let next_segment_id = ids.last().copied().unwrap_or(0).max(active.id()) + 1;
+    let active_bytes = active.write_pos();
+    let active_id = active.id();
+    let writer = Writer::new(active, last_version + 1, last_log_index, preallocate_bytes);
+    let published = Published {
+        committed_version: last_version,
+        hot_complete,
+        active_id,
+        active_bytes,
+    };
+    let reads = ReadPath::new(index, table, published, metrics.clone());
+    let files = Files::new(dir, config, metrics, next_segment_id);
+    let storage = Storage::assemble(files, reads, writer, OpenReport::default());
+    // The live key count recorded when the newest sealed segment was sealed
+    // (rebuilt metadata knows none; salvage removes all metadata).
+    let live_before_active = match newest_sealed {
+        Some((_, live)) if live != UNKNOWN_LIVE_KEYS => live,
+        Some(_) => count_live_cold(&storage)?,
+        None => 0,
+    };
+    storage
+        .reads
+        .live_keys
+        .store(live_before_active, Ordering::Relaxed);
+    if let Some(map) = &replay_map {
+        replay_active(&storage, map, &replay)?;
+    }
+    let mut storage = storage;
+    storage.open_report = report;
+    tracing::info!(
+        segments = storage.open_report.segments,
+        metadata_rebuilt = storage.open_report.metadata_rebuilt,
+        keys = storage.reads.live_keys.load(Ordering::Relaxed),
+        torn_tail_bytes_dropped = storage.open_report.torn_tail_bytes_dropped,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "store opened"
+    );
+    Ok(storage)
+}
+
+/// Live keys of the sealed segments, by a merge of their metadata (when
+/// the newest segment's metadata had to be rebuilt and lost the count).
+fn count_live_cold(storage: &Storage) -> Result<u64> {
+    let segments = storage.reads.segments();
+    let mut live = 0u64;
+    merge::live_entries(
+        &[],
+        &segments,
+        false,
+        merge::Range {
+            prefix: &[],
+            after: None,
+        },
+        usize::MAX,
+        |_, _| live += 1,
+    )?;
+    Ok(live)
+}
+
+fn versions_backwards(segment_id: u32, previous: u64) -> Error {
+    Error::Corruption(Corruption {
+        file: segment_file_name(segment_id),
+        offset: 0,
+        reason: format!("versions do not follow version {previous} of an older segment"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{open, write};
+    use super::*;
+    use crate::config::RecoveryMode;
+    use crate::config::SyncMode;
+    use crate::fault::NoFaults;
+    use crate::log_segment::SEGMENT_HEADER_LEN;
+
+    fn reopen(dir: &std::path::Path, recovery: RecoveryMode) -> Result<Storage> {
+        let config = Config {
+            sync: SyncMode::Os,
+            segment_size_bytes: 4096,
+            recovery,
+            ..Config::new(dir)
+        };
+        Storage::open(config, Arc::new(NoFaults), Arc::new(Metrics::new(None)))
+    }
+
+    fn segment_path(dir: &std::path::Path, id: u32) -> std::path::PathBuf {
+        dir.join(segment_file_name(id))
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop({
+            let storage = open(tmp.path(), 4096);
+            write(&storage, 1, b"kept", Some(b"1"));
+            write(&storage, 2, b"torn", Some(b"2"));
+            storage
+        });
+        let path = segment_path(tmp.path(), 1);
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let storage = reopen(tmp.path(), RecoveryMode::Strict).unwrap();
+        assert_eq!(storage.open_report().torn_tail_bytes_dropped, 33 - 3);
+        assert!(storage.get(b"kept").unwrap().is_some());
+        assert_eq!(storage.get(b"torn").unwrap(), None);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len - 33);
+    }
+
+    #[test]
+    fn an_interrupted_segment_creation_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop({
+            let storage = open(tmp.path(), 4096);
+            write(&storage, 1, b"k", Some(b"v"));
+            storage
+        });
+        std::fs::write(segment_path(tmp.path(), 2), [0u8; 10]).unwrap();
+        let storage = reopen(tmp.path(), RecoveryMode::Strict).unwrap();
+        assert_eq!(storage.get(b"k").unwrap().unwrap().value, b"v");
+        assert_eq!(storage.open_report().segments, 1);
+        assert!(!segment_path(tmp.path(), 2).exists());
+    }
+
+    /// Six 1.5 KB puts in 4 KiB segments: at least two sealed segments.
+    fn three_segments(dir: &std::path::Path) {
+        let storage = open(dir, 4096);
+        for i in 0..6u64 {
+            write(
+                &storage,
+                i + 1,
+                format!("key-{i}").as_bytes(),
+                Some(&[i as u8 + 1; 1500]),
+            );
+        }
+        assert!(storage.stats().segments >= 3);
+    }
+
+    #[test]
+    fn damage_in_a_sealed_segment_names_file_and_offset_and_salvage_keeps_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        three_segments(tmp.path());
+        let path = segment_path(tmp.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let record = SEGMENT_HEADER_LEN;
+        bytes[record + 40] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        match reopen(tmp.path(), RecoveryMode::Strict) {
+            Err(Error::Corruption(c)) => {
+                assert_eq!(
+                    (c.file.as_str(), c.offset),
+                    ("seg-0000000001.log", record as u64)
+                );
+                assert!(c.reason.starts_with("checksum mismatch"), "{}", c.reason);
+            }
+            other => panic!("expected corruption, got {:?}", other.err()),
+        }
+        let storage = reopen(tmp.path(), RecoveryMode::Salvage).unwrap();
+        assert_eq!(
+            storage.get(b"key-0").unwrap(),
+            None,
+            "the damaged command is dropped"
+        );
+        for i in 1..6 {
+            assert!(
+                storage
+                    .get(format!("key-{i}").as_bytes())
+                    .unwrap()
+                    .is_some(),
+                "key-{i}"
+            );
+        }
+        let note = &storage.open_report().salvaged[0];
+        assert_eq!(note.segment, "seg-0000000001.log");
+        assert_eq!(note.dropped[0].0, record as u64);
+        assert_eq!(
+            std::fs::read(tmp.path().join(&note.original_kept_as)).unwrap(),
+            bytes
+        );
+        drop(storage);
+        reopen(tmp.path(), RecoveryMode::Strict).unwrap();
+    }
+
+    #[test]
+    fn leftover_salvage_files_are_removed_on_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        three_segments(tmp.path());
+        let leftover = tmp.path().join("seg-0000000001.log.salvage");
+        std::fs::write(&leftover, b"partial").unwrap();
+        reopen(tmp.path(), RecoveryMode::Strict).unwrap();
+        assert!(!leftover.exists());
+    }
+
+    #[test]
+    fn verify_reports_each_segment_without_changing_anything() {
+        let tmp = tempfile::tempdir().unwrap();
+        three_segments(tmp.path());
+        let config = Config {
+            sync: SyncMode::Os,
+            ..Config::new(tmp.path())
+        };
+        let before: Vec<_> = (1..=3)
+            .map(|id| std::fs::read(segment_path(tmp.path(), id)).unwrap())
+            .collect();
+        let results = verify_segments(&config).unwrap();
+        assert!(results.len() >= 3);
+        assert!(
+            results.iter().all(|r| r.verdict == SegmentVerdict::Ok),
+            "{results:?}"
+        );
+        assert_eq!(results.iter().map(|r| r.commands).sum::<u64>(), 6);
+        let after: Vec<_> = (1..=3)
+            .map(|id| std::fs::read(segment_path(tmp.path(), id)).unwrap())
+            .collect();
+        assert_eq!(before, after);
+        let missing = Config::new(tmp.path().join("nope"));
+        assert!(matches!(verify_segments(&missing), Err(Error::Config(_))));
+        assert!(!tmp.path().join("nope").exists());
+    }
+}
