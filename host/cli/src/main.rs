@@ -336,8 +336,13 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 ..config
             })?;
             let report = engine.stats().recovery;
-            if report.salvaged.is_empty() {
+            if report.salvaged.is_empty() && report.missing_segments.is_empty() {
                 println!("no damage found; nothing salvaged");
+            }
+            for missing in &report.missing_segments {
+                println!(
+                    "{missing}: missing; the store was opened without it (its records are lost)"
+                );
             }
             for note in &report.salvaged {
                 println!(
@@ -581,6 +586,10 @@ fn verify(config: &Config, json: bool) -> Result<ExitCode, CliError> {
         for r in &results {
             let verdict = match &r.verdict {
                 SegmentVerdict::Ok => "ok".to_string(),
+                SegmentVerdict::Unlisted => {
+                    "not part of the store (left by an interrupted operation; removed on the next open)"
+                        .to_string()
+                }
                 SegmentVerdict::TornTail { offset, bytes } => {
                     format!("torn tail at offset {offset} ({bytes} bytes; cut on next open)")
                 }

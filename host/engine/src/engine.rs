@@ -595,13 +595,14 @@ mod tests {
     #[test]
     fn a_failed_fsync_refuses_further_writes_and_reopen_recovers() {
         let tmp = tempfile::tempdir().unwrap();
-        let faults = Arc::new(FailNth::new(IoOp::SyncFile, 3, false));
+        let faults = Arc::new(FailNth::new(IoOp::SyncFile, 4, false));
         let options = EngineOptions {
             io_faults: Some(faults.clone()),
             ..EngineOptions::default()
         };
         let engine = KvEngine::open_with(config(tmp.path(), SyncMode::Always), options).unwrap();
-        // The segment's creation fsyncs once; puts 1 and 2 fsync next.
+        // The segment's creation and the manifest fsync once each; puts 1
+        // and 2 fsync next.
         engine.put(b"a", b"1").unwrap();
         engine.put(b"b", b"2").unwrap();
         let err = engine.put(b"c", b"3").unwrap_err();

@@ -25,6 +25,7 @@ mod error;
 mod fault;
 mod index;
 mod log_segment;
+mod manifest;
 mod metrics;
 mod periodic;
 mod replication;

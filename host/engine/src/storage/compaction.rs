@@ -428,6 +428,15 @@ impl Maintainer<'_> {
         // writer lock (as the interval flusher's does), so puts do not wait
         // for the disk to take the active segment's unsynced bytes.
         self.sync_active_in_background()?;
+        // The commit point: from here on the store consists of the outputs
+        // and not the inputs (a crash before it leaves the outputs as
+        // unlisted leftovers that open removes).
+        self.files.change_segments(|set| {
+            for input in inputs {
+                set.remove(&input.id());
+            }
+            set.extend(outputs.iter().map(|(segment, _)| segment.id()));
+        })?;
         {
             let mut table = self.reads.segments_mut();
             for input in inputs {

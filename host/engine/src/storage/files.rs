@@ -3,13 +3,15 @@
 //! notice the writer leaves when it seals a segment (for maintenance to
 //! pick up: the writer never calls up into maintenance).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::segments::Segment;
 use crate::config::Config;
 use crate::data_dir::DataDir;
 use crate::error::{Error, Result};
+use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::segment_meta::{self, BuildSpec, SegmentMeta};
 
@@ -23,17 +25,43 @@ pub(crate) struct Files {
     /// Segments sealed by the writer, counted; maintenance compares it with
     /// what it has handled.
     seals: AtomicU64,
+    /// The segments that make up the store, as last made durable. The
+    /// writer (starting a segment), compaction (swapping outputs in) and a
+    /// snapshot install change it, one at a time.
+    manifest: Mutex<Manifest>,
 }
 
 impl Files {
-    pub fn new(dir: DataDir, config: Config, metrics: Arc<Metrics>, next_segment_id: u32) -> Self {
+    pub fn new(
+        dir: DataDir,
+        config: Config,
+        metrics: Arc<Metrics>,
+        next_segment_id: u32,
+        manifest: Manifest,
+    ) -> Self {
         Files {
             dir,
             config,
             metrics,
             next_segment_id: AtomicU32::new(next_segment_id),
             seals: AtomicU64::new(0),
+            manifest: Mutex::new(manifest),
         }
+    }
+
+    /// Makes `change` of the segment set durable (the manifest is
+    /// rewritten atomically); on failure the set stays as it was.
+    pub fn change_segments(&self, change: impl FnOnce(&mut BTreeSet<u32>)) -> Result<()> {
+        let mut manifest = self
+            .manifest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut segments = manifest.segments.clone();
+        change(&mut segments);
+        let next = manifest.with_segments(segments);
+        next.store(&self.dir)?;
+        *manifest = next;
+        Ok(())
     }
 
     pub fn allocate_segment_id(&self) -> Result<u32> {

@@ -311,6 +311,7 @@ impl Storage {
             let _ = dir.remove(&segment_file_name(id));
             let _ = dir.remove(&meta_file_name(id));
         }
+        let _ = dir.remove(crate::manifest::MANIFEST_FILE_NAME);
         let _ = dir.remove(crate::data_dir::LOCK_FILE_NAME);
         let _ = dir.sync();
     }

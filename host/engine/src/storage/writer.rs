@@ -399,6 +399,11 @@ impl<'s> WriterGuard<'s> {
         let sealed_id = writer.active.id();
         let next_id = files.allocate_segment_id()?;
         let next = ActiveSegment::create(&files.dir, next_id, writer.preallocate_bytes)?;
+        // Listed before any record goes into it: a crash before this leaves
+        // an empty, unlisted file that open removes.
+        files.change_segments(|set| {
+            set.insert(next_id);
+        })?;
         let map = MappedSegment::map(next.file(), next_id, files.config.active_map_bytes())?;
         let header = SegmentHeader {
             id: next_id,
@@ -540,8 +545,9 @@ mod tests {
             sync: crate::config::SyncMode::Always,
             ..Config::new(tmp.path())
         };
-        // The segment's creation is sync 0; the first write's sync is 1.
-        let faults = Arc::new(FailNth::new(IoOp::SyncFile, 1, false));
+        // The segment's creation is sync 0, the manifest's sync 1; the first
+        // write's sync is 2.
+        let faults = Arc::new(FailNth::new(IoOp::SyncFile, 2, false));
         let storage = Storage::open(config, faults, Arc::new(Metrics::new(None))).unwrap();
         let mut writer = storage.lock_writer();
         let mut staged = Vec::new();

@@ -34,13 +34,15 @@ use super::read::{Published, ReadPath};
 use super::segments::{Segment, SegmentTable};
 use super::writer::{Writer, preallocate_bytes_for};
 use super::{Storage, merge};
-use crate::config::Config;
+use crate::config::{Config, RecoveryMode};
 use crate::data_dir::DataDir;
 use crate::error::{Corruption, Error, Result};
 use crate::index::Index;
 use crate::log_segment::{ActiveSegment, MappedSegment, SegmentHeader, segment_file_name};
+use crate::manifest::{MANIFEST_FILE_NAME, Manifest};
 use crate::metrics::Metrics;
 use crate::segment_meta::UNKNOWN_LIVE_KEYS;
+use crate::segment_meta::meta_file_name;
 use active::{open_active, replay_active};
 use cleanup::{remove_leftovers, remove_unfinished_creations};
 use headers::{active_segment_id, read_headers};
@@ -65,6 +67,9 @@ pub struct OpenReport {
     pub torn_tail_bytes_dropped: u64,
     /// Segments rewritten by salvage, with what was dropped.
     pub salvaged: Vec<SalvageNote>,
+    /// Segment files the manifest lists but that were missing, dropped by
+    /// salvage (every record they held is lost).
+    pub missing_segments: Vec<String>,
 }
 
 /// One segment salvage rewrote.
@@ -82,9 +87,14 @@ pub struct SalvageNote {
 
 pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Result<Storage> {
     let started = std::time::Instant::now();
-    remove_leftovers(&dir)?;
     let mut report = OpenReport::default();
-    let ids = remove_unfinished_creations(&dir, dir.segment_ids()?)?;
+    let SegmentSet {
+        ids,
+        mut manifest,
+        mut manifest_changed,
+        highest_seen,
+    } = segment_set(&dir, &config, &mut report)?;
+    remove_leftovers(&dir)?;
     let headers = read_headers(&dir, &ids, &config, &mut report)?;
     let active_id = active_segment_id(&headers);
     let mut table = SegmentTable::default();
@@ -123,14 +133,17 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
             (active, replay, Some(map))
         }
         None => {
-            let id = ids.last().map_or(1, |id| id + 1);
-            (
-                ActiveSegment::create(&dir, id, preallocate_bytes)?,
-                Vec::new(),
-                None,
-            )
+            let id = highest_seen + 1;
+            let active = ActiveSegment::create(&dir, id, preallocate_bytes)?;
+            manifest.segments.insert(id);
+            manifest_changed = true;
+            (active, Vec::new(), None)
         }
     };
+    if manifest_changed {
+        manifest = manifest.with_segments(manifest.segments.clone());
+        manifest.store(&dir)?;
+    }
     let active_map = MappedSegment::map(active.file(), active.id(), config.active_map_bytes())?;
     let active_header = SegmentHeader {
         id: active.id(),
@@ -144,7 +157,7 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
         config.index_max_load_factor,
         config.hot_index_shard_max_entries(),
     );
-    let next_segment_id = ids.last().copied().unwrap_or(0).max(active.id()) + 1;
+    let next_segment_id = highest_seen.max(active.id()) + 1;
     let active_bytes = active.write_pos();
     let active_id = active.id();
     let writer = Writer::new(active, last_version + 1, last_log_index, preallocate_bytes);
@@ -155,7 +168,7 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
         active_bytes,
     };
     let reads = ReadPath::new(index, table, published, metrics.clone());
-    let files = Files::new(dir, config, metrics, next_segment_id);
+    let files = Files::new(dir, config, metrics, next_segment_id, manifest);
     let storage = Storage::assemble(files, reads, writer, OpenReport::default());
     // The live key count recorded when the newest sealed segment was sealed
     // (rebuilt metadata knows none; salvage removes all metadata).
@@ -182,6 +195,113 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
         "store opened"
     );
     Ok(storage)
+}
+
+/// The segments a store consists of, and what open learned about them.
+struct SegmentSet {
+    /// Ids to open, ascending.
+    ids: Vec<u32>,
+    manifest: Manifest,
+    /// The manifest must be rewritten (a store without one, or salvage
+    /// dropped missing segments).
+    manifest_changed: bool,
+    /// The highest segment id seen in the directory (new ids go above it).
+    highest_seen: u32,
+}
+
+/// Which segments make up the store: those the manifest lists. A listed
+/// file that is missing is corruption (salvage drops it, reporting the
+/// loss); a segment file it does not list is the leftover of an
+/// interrupted operation (a compaction output not yet swapped in, a segment
+/// created but not yet listed) and is removed. A store written before
+/// manifests existed consists of the files present.
+fn segment_set(dir: &DataDir, config: &Config, report: &mut OpenReport) -> Result<SegmentSet> {
+    let present = dir.segment_ids()?;
+    let highest_seen = present.last().copied().unwrap_or(0);
+    let Some(manifest) = Manifest::load(dir)? else {
+        let ids = remove_unfinished_creations(dir, present)?;
+        if !ids.is_empty() {
+            tracing::warn!(
+                segments = ids.len(),
+                "no {MANIFEST_FILE_NAME}: a store written before manifests; listing the segments present"
+            );
+        }
+        let manifest = Manifest {
+            generation: 0,
+            segments: ids.iter().copied().collect(),
+        };
+        return Ok(SegmentSet {
+            ids,
+            manifest,
+            manifest_changed: true,
+            highest_seen,
+        });
+    };
+    let missing: Vec<u32> = manifest
+        .segments
+        .iter()
+        .copied()
+        .filter(|id| present.binary_search(id).is_err())
+        .collect();
+    if !missing.is_empty() {
+        if config.recovery != RecoveryMode::Salvage {
+            return Err(missing_segments_error(&missing, manifest.generation));
+        }
+        forget_missing_segments(dir, &missing, report)?;
+    }
+    for &id in present.iter().filter(|id| !manifest.segments.contains(id)) {
+        let name = segment_file_name(id);
+        tracing::warn!(segment = %name, "removing a segment the manifest does not list (left by an interrupted operation)");
+        dir.remove(&name)?;
+        let meta = meta_file_name(id);
+        if dir.exists(&meta) {
+            dir.remove(&meta)?;
+        }
+        dir.sync()?;
+    }
+    let mut listed = manifest.segments.clone();
+    listed.retain(|id| !missing.contains(id));
+    Ok(SegmentSet {
+        ids: listed.iter().copied().collect(),
+        manifest_changed: listed != manifest.segments,
+        manifest: Manifest {
+            segments: listed,
+            ..manifest
+        },
+        highest_seen,
+    })
+}
+
+fn missing_segments_error(missing: &[u32], generation: u64) -> Error {
+    let names: Vec<String> = missing.iter().map(|&id| segment_file_name(id)).collect();
+    Error::Corruption(Corruption {
+        file: names[0].clone(),
+        offset: 0,
+        reason: format!(
+            "missing: {} listed in {MANIFEST_FILE_NAME} (generation {generation}) but not in the data \
+             directory; its records are lost unless the file is restored. `hightower salvage` \
+             opens the store without it, keeping every other segment",
+            names.join(", ")
+        ),
+    })
+}
+
+/// Salvage of a store that lost segment files: the loss is reported, and
+/// every metadata file goes (their live key counts include keys that were
+/// only in the lost segments), to be rebuilt without counts.
+fn forget_missing_segments(dir: &DataDir, missing: &[u32], report: &mut OpenReport) -> Result<()> {
+    for &id in missing {
+        let name = segment_file_name(id);
+        tracing::warn!(segment = %name, "salvage: a listed segment is missing; its records are lost");
+        report.missing_segments.push(name);
+    }
+    for id in dir.segment_ids()? {
+        let meta = meta_file_name(id);
+        if dir.exists(&meta) {
+            dir.remove(&meta)?;
+        }
+    }
+    dir.sync()
 }
 
 /// Live keys of the sealed segments, by a merge of their metadata (when

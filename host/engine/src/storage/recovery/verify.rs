@@ -14,6 +14,7 @@ use crate::error::{ConfigError, Error, Result};
 use crate::log_segment::{
     MappedSegment, SegmentHeader, check_segment_header, scan_segment, segment_file_name,
 };
+use crate::manifest::{MANIFEST_FILE_NAME, Manifest};
 use crate::segment_meta::SegmentMeta;
 
 /// The health of one segment file, as `hightower verify` reports it.
@@ -46,6 +47,10 @@ pub enum SegmentVerdict {
         /// Bytes after it that held data.
         bytes: u64,
     },
+    /// A file the manifest does not list: left by an interrupted operation
+    /// (a compaction output not swapped in, a segment created but not yet
+    /// used); the next open removes it.
+    Unlisted,
     /// Damage open refuses (salvage drops the listed ranges).
     Corrupt {
         /// Where the first damage starts.
@@ -64,6 +69,38 @@ impl SegmentVerdict {
     }
 }
 
+fn missing(id: u32, generation: u64) -> SegmentVerification {
+    SegmentVerification {
+        file: segment_file_name(id),
+        bytes: 0,
+        records: 0,
+        commands: 0,
+        verdict: SegmentVerdict::Corrupt {
+            offset: 0,
+            reason: format!(
+                "missing: listed in {MANIFEST_FILE_NAME} (generation {generation}); its records are lost unless the file is restored"
+            ),
+            damaged_ranges: 1,
+        },
+        metadata: String::new(),
+    }
+}
+
+fn unreadable_manifest(err: crate::error::Error) -> SegmentVerification {
+    SegmentVerification {
+        file: MANIFEST_FILE_NAME.into(),
+        bytes: 0,
+        records: 0,
+        commands: 0,
+        verdict: SegmentVerdict::Corrupt {
+            offset: 0,
+            reason: format!("cannot tell which segments make up the store: {err}"),
+            damaged_ranges: 1,
+        },
+        metadata: String::new(),
+    }
+}
+
 /// Checks every record of every segment without changing anything.
 pub fn verify_segments(config: &Config) -> Result<Vec<SegmentVerification>> {
     config.validate()?;
@@ -76,7 +113,36 @@ pub fn verify_segments(config: &Config) -> Result<Vec<SegmentVerification>> {
         .into());
     }
     let dir = DataDir::open(&config.data_dir, Arc::new(crate::fault::NoFaults))?;
-    let ids = dir.segment_ids()?;
+    let present = dir.segment_ids()?;
+    let mut results = Vec::with_capacity(present.len());
+    let manifest = match Manifest::load(&dir) {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            results.push(unreadable_manifest(err));
+            None
+        }
+    };
+    let listed = |id: &u32| manifest.as_ref().is_none_or(|m| m.segments.contains(id));
+    if let Some(manifest) = &manifest {
+        for &id in manifest
+            .segments
+            .iter()
+            .filter(|id| present.binary_search(id).is_err())
+        {
+            results.push(missing(id, manifest.generation));
+        }
+    }
+    for &id in present.iter().filter(|id| !listed(id)) {
+        results.push(SegmentVerification {
+            file: segment_file_name(id),
+            bytes: 0,
+            records: 0,
+            commands: 0,
+            verdict: SegmentVerdict::Unlisted,
+            metadata: String::new(),
+        });
+    }
+    let ids: Vec<u32> = present.iter().copied().filter(listed).collect();
     let headers: Vec<SegmentHeader> = ids
         .iter()
         .filter_map(|&id| read_header(&dir, id).ok())
@@ -85,7 +151,6 @@ pub fn verify_segments(config: &Config) -> Result<Vec<SegmentVerification>> {
     // Versions grow through the writer's segments in id order, and within
     // each compaction output.
     let mut order = VersionOrder::new();
-    let mut results = Vec::with_capacity(ids.len());
     for &id in &ids {
         let name = segment_file_name(id);
         let file = dir.open_read(&name)?;
