@@ -639,7 +639,7 @@ fn stats_human_and_json() {
     expect("last version", "5");
     expect("last log index", "5");
     expect("recovered records", "5");
-    expect("torn tail dropped", "0 bytes");
+    expect("tail cut at open", "none");
     // `stats` itself writes and reads nothing.
     expect(
         "this process",
@@ -1208,19 +1208,36 @@ fn torn_tail_of_the_newest_segment_is_not_corruption() {
     assert_eq!(
         out.stdout_text(),
         format!(
-            "seg-0000000001.log: {} bytes, 2 records, 2 commands: torn tail at offset {valid_end} \
-             (13 bytes; cut on next open)\n1 segment(s) checked, no corruption\n",
+            "seg-0000000001.log: {} bytes, 2 records, 2 commands: damaged tail at offset {valid_end} \
+             (13 bytes, cut on the next open and kept beside the segment): an incomplete write \
+             (a crash mid-append; never acknowledged with sync = always)\n1 segment(s) checked, no corruption\n",
             torn.len()
         )
     );
-    // Opening cuts it with a warning (on stderr) and serves the data.
+    // Opening cuts it with a warning (on stderr), keeps the cut bytes in a
+    // file beside the segment, and serves the data.
     let out = store.run_with(&config, ["get", "b"]);
     out.code(OK);
     assert_eq!(out.stdout, b"2");
-    assert!(out.stderr.contains("torn tail"), "{}", out.describe());
-    assert_eq!(std::fs::read(&seg1).unwrap(), intact);
+    assert!(
+        out.stderr.contains("cutting torn tail"),
+        "{}",
+        out.describe()
+    );
+    let kept = store
+        .data
+        .join(format!("seg-0000000001.log.cut-{valid_end:010}"));
+    assert_eq!(std::fs::read(&kept).unwrap(), [0x5a; 13]);
+    // The segment is cut back to its intact records, followed by a marker
+    // that moves versions past any the cut bytes could have held.
+    let after = std::fs::read(&seg1).unwrap();
+    assert_eq!(&after[..intact.len()], &intact[..]);
     let stats = json(store.run_with(&config, ["stats", "--json"]).code(OK));
     assert_eq!(stats["storage"]["keys"], 2);
+    assert_eq!(stats["storage"]["committed_version"], 3);
+    store
+        .run_with(&config, ["put", "c", "3"])
+        .exactly(OK, b"4\n", "");
 }
 
 #[test]

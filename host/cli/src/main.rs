@@ -336,8 +336,21 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 ..config
             })?;
             let report = engine.stats().recovery;
-            if report.salvaged.is_empty() && report.missing_segments.is_empty() {
+            if report.salvaged.is_empty()
+                && report.missing_segments.is_empty()
+                && report.tail_cut.is_none()
+            {
                 println!("no damage found; nothing salvaged");
+            }
+            if let Some(cut) = &report.tail_cut {
+                println!(
+                    "{}: {} bytes cut at offset {} (kept as {}): {}",
+                    cut.segment,
+                    cut.bytes,
+                    cut.offset,
+                    cut.kept_as.as_deref().unwrap_or("-"),
+                    cut.kind.explain()
+                );
             }
             for missing in &report.missing_segments {
                 println!(
@@ -561,10 +574,20 @@ fn print_stats(stats: &hightower_engine::Stats) {
     println!("last version:        {}", s.committed_version);
     println!("last log index:      {}", s.last_log_index);
     println!("recovered records:   {}", stats.recovery.records);
-    println!(
-        "torn tail dropped:   {} bytes",
-        stats.recovery.torn_tail_bytes_dropped
-    );
+    match &stats.recovery.tail_cut {
+        None => println!("tail cut at open:    none"),
+        Some(cut) => {
+            println!(
+                "tail cut at open:    {} bytes of {} at offset {}, kept as {}; versions continue after {}",
+                cut.bytes,
+                cut.segment,
+                cut.offset,
+                cut.kept_as.as_deref().unwrap_or("(nothing cut: read-only)"),
+                cut.versions_skipped_to
+            );
+            println!("                     {}", cut.kind.explain());
+        }
+    }
     println!(
         "this process:        {} puts, {} deletes, {} batches, {} gets, {} fsyncs",
         m.puts, m.deletes, m.batches, m.gets, m.fsyncs
@@ -590,9 +613,14 @@ fn verify(config: &Config, json: bool) -> Result<ExitCode, CliError> {
                     "not part of the store (left by an interrupted operation; removed on the next open)"
                         .to_string()
                 }
-                SegmentVerdict::TornTail { offset, bytes } => {
-                    format!("torn tail at offset {offset} ({bytes} bytes; cut on next open)")
-                }
+                SegmentVerdict::TornTail {
+                    offset,
+                    bytes,
+                    kind,
+                } => format!(
+                    "damaged tail at offset {offset} ({bytes} bytes, cut on the next open and kept beside the segment): {}",
+                    kind.explain()
+                ),
                 SegmentVerdict::Corrupt {
                     offset,
                     reason,

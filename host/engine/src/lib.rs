@@ -46,7 +46,7 @@ pub use snapshot::{SnapshotInfo, restore_snapshot};
 pub use state::{KvState, Outcome};
 pub use storage::{
     CompactionReport, OpenReport, RecordInfo, SalvageNote, SegmentInfo, SegmentVerdict,
-    SegmentVerification, StorageStats, Versioned, verify_segments,
+    SegmentVerification, StorageStats, TailCut, TailKind, Versioned, verify_segments,
 };
 
 /// Bytes a record takes on disk besides its key and value (its header):

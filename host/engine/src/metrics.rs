@@ -40,9 +40,11 @@ pub enum Counter {
     Compactions,
     /// Segment bytes compaction removed (inputs minus outputs).
     CompactionBytesReclaimed,
-    /// Attempts to write a sealed segment's metadata that failed (the
-    /// segment's keys stay in memory; the write is retried).
-    MetadataWriteFailures,
+    /// I/O failures that failed no write: writing a sealed segment's
+    /// metadata (its keys stay in memory; retried later), or writing zeros
+    /// ahead of the tail after a write's bytes were appended (the log then
+    /// grows without them).
+    NonFatalIoFailures,
 }
 
 const COUNTERS: usize = 13;
@@ -99,7 +101,7 @@ impl Metrics {
             hot_promotions: c(Counter::HotPromotions),
             compactions: c(Counter::Compactions),
             compaction_bytes_reclaimed: c(Counter::CompactionBytesReclaimed),
-            metadata_write_failures: c(Counter::MetadataWriteFailures),
+            non_fatal_io_failures: c(Counter::NonFatalIoFailures),
             commit_latency: self.histograms[Latency::Commit as usize].summary(),
             fsync_latency: self.histograms[Latency::Fsync as usize].summary(),
         }
@@ -149,8 +151,8 @@ pub struct MetricsSnapshot {
     pub compactions: u64,
     /// Segment bytes compaction removed.
     pub compaction_bytes_reclaimed: u64,
-    /// Failed attempts to write segment metadata (retried).
-    pub metadata_write_failures: u64,
+    /// I/O failures that failed no write (see `Counter::NonFatalIoFailures`).
+    pub non_fatal_io_failures: u64,
     /// From a write's submission to its acknowledgement.
     pub commit_latency: LatencySummary,
     /// Of one fsync.

@@ -17,6 +17,16 @@ use crate::fault::IoOp;
 
 static ZERO_CHUNK: [u8; 64 << 10] = [0; 64 << 10];
 
+/// What an append did.
+#[derive(Debug)]
+pub struct Appended {
+    /// Where the bytes start.
+    pub offset: u64,
+    /// Zeros could not be written ahead of the tail after the bytes were
+    /// (the log grows without them; the next append tries again).
+    pub preallocation: Option<crate::error::Error>,
+}
+
 pub struct ActiveSegment {
     id: u32,
     name: String,
@@ -106,7 +116,11 @@ impl ActiveSegment {
     }
 
     /// Writes `bytes` at the tail and returns the offset they start at.
-    pub fn append(&mut self, dir: &DataDir, bytes: &[u8]) -> Result<u64> {
+    /// Once the bytes are written the append has happened: a failure to
+    /// write zeros ahead of the tail afterwards (a full disk) is returned
+    /// beside the offset, not as the append's error, because the caller
+    /// must not report as failed a write that is in the file.
+    pub fn append(&mut self, dir: &DataDir, bytes: &[u8]) -> Result<Appended> {
         let offset = self.write_pos;
         dir.faults()
             .check(IoOp::Write, &self.name)
@@ -116,8 +130,10 @@ impl ActiveSegment {
             .context(|| format!("append to {}", self.name))?;
         self.write_pos += bytes.len() as u64;
         self.file_len = self.file_len.max(self.write_pos);
-        self.preallocate(dir)?;
-        Ok(offset)
+        Ok(Appended {
+            offset,
+            preallocation: self.preallocate(dir).err(),
+        })
     }
 
     /// Keeps at least half of `preallocate_bytes` of zeros ahead of the tail.
@@ -199,11 +215,11 @@ mod tests {
         let mut segment = ActiveSegment::create(&dir, 3, 4096).unwrap();
         assert!(!segment.is_dirty());
         assert_eq!(
-            segment.append(&dir, b"hello").unwrap(),
+            segment.append(&dir, b"hello").unwrap().offset,
             SEGMENT_HEADER_LEN as u64
         );
         assert_eq!(
-            segment.append(&dir, b"world").unwrap(),
+            segment.append(&dir, b"world").unwrap().offset,
             SEGMENT_HEADER_LEN as u64 + 5
         );
         assert!(segment.is_dirty());

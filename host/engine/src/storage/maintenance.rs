@@ -83,7 +83,7 @@ impl Maintenance {
         };
         maintainer
             .build_pending_metas()
-            .inspect_err(|_| storage.files.metrics.add(Counter::MetadataWriteFailures, 1))?;
+            .inspect_err(|_| storage.files.metrics.add(Counter::NonFatalIoFailures, 1))?;
         self.seals_handled.fetch_max(seals, Ordering::AcqRel);
         Ok(())
     }
@@ -94,7 +94,7 @@ impl Maintenance {
         let seals = storage.files.seals();
         let maintainer = self.turn(storage);
         if let Err(err) = maintainer.build_pending_metas() {
-            storage.files.metrics.add(Counter::MetadataWriteFailures, 1);
+            storage.files.metrics.add(Counter::NonFatalIoFailures, 1);
             tracing::error!(error = %err, "writing segment metadata failed; its keys stay in memory");
             return;
         }

@@ -44,7 +44,10 @@ use crate::segment_meta::meta_file_name;
 pub use compaction::CompactionReport;
 pub use cut::ConsistentCut;
 pub use inspect::{RecordInfo, SegmentInfo};
-pub use recovery::{OpenReport, SalvageNote, SegmentVerdict, SegmentVerification, verify_segments};
+pub use recovery::{
+    OpenReport, SalvageNote, SegmentVerdict, SegmentVerification, TailCut, TailKind,
+    verify_segments,
+};
 pub use writer::{Staged, WriterGuard};
 
 use files::Files;

@@ -327,16 +327,17 @@ impl<'s> WriterGuard<'s> {
             return Ok(());
         }
         let expected = writer.active.write_pos();
-        let appended = writer.active.append(&self.files.dir, &writer.buf);
-        if writer.active.write_pos() > expected {
-            // The bytes are in the file even if a later step (preallocation) failed.
-            writer.buf.clear();
-        }
-        let offset = appended?;
+        let appended = writer.active.append(&self.files.dir, &writer.buf)?;
+        writer.buf.clear();
         assert_eq!(
-            offset, expected,
+            appended.offset, expected,
             "staged offsets must match where the bytes land"
         );
+        if let Some(err) = appended.preallocation {
+            // The write itself happened; only the zeros ahead are missing.
+            self.files.metrics.add(Counter::NonFatalIoFailures, 1);
+            tracing::warn!(error = %err, "writing zeros ahead of the log tail failed; the write is kept and the log grows without them");
+        }
         // The buffer was cleared above: count what reached the file.
         let appended_bytes = writer.active.write_pos() - expected;
         self.files

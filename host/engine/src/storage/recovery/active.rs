@@ -18,6 +18,8 @@ use crate::log_segment::{
 };
 use crate::storage::Storage;
 
+use serde::Serialize;
+
 /// Bytes of a torn tail that held data: from where the valid records end to
 /// the last non-zero byte (preallocated zeros were never written to).
 pub(super) fn torn_tail_bytes(bytes: &[u8], valid_end: usize) -> u64 {
@@ -27,6 +29,98 @@ pub(super) fn torn_tail_bytes(bytes: &[u8], valid_end: usize) -> u64 {
         .map_or(0, |p| p + 1)
         .max(valid_end);
     (data_end - valid_end) as u64
+}
+
+/// Smallest record: a header and a one-byte key. A cut region of `n` bytes
+/// held at most `n / MIN_RECORD_BYTES` records, so at most as many versions.
+const MIN_RECORD_BYTES: u64 = RECORD_HEADER_LEN as u64 + 1;
+
+/// What was cut from the end of the active segment at open.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TailCut {
+    /// The segment's file.
+    pub segment: String,
+    /// Where the intact records end (the file was cut there).
+    pub offset: u64,
+    /// Bytes cut that held data (preallocated zeros are not counted).
+    pub bytes: u64,
+    /// The file beside the segment that keeps those bytes (`None` when the
+    /// store was opened read-only and nothing was cut on disk).
+    pub kept_as: Option<String>,
+    /// What the cut bytes look like.
+    pub kind: TailKind,
+    /// The version the store continues after: every version the cut bytes
+    /// could have held is skipped, so none is given to another write.
+    pub versions_skipped_to: u64,
+}
+
+/// What the damage at the end of the log looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TailKind {
+    /// The last record never got all its bytes (its header is cut short,
+    /// its length runs past the end of the file, or a batch lacks its final
+    /// record): a write interrupted by a crash. In `sync = always` such a
+    /// write was never acknowledged.
+    IncompleteWrite,
+    /// The last record has all its bytes but they do not check (its
+    /// checksum, kind or lengths are wrong): either a write interrupted by
+    /// a crash (the part not written reads back as zeros or stale bytes)
+    /// or damage to the last acknowledged write. The store cannot tell
+    /// which; the bytes are kept.
+    Unverifiable,
+}
+
+impl TailKind {
+    /// How the scanner's reason for the damage reads.
+    pub(super) fn of(reason: &str) -> Self {
+        match reason {
+            "truncated record header"
+            | "record extends past the end of the file"
+            | "batch without its final record" => TailKind::IncompleteWrite,
+            _ => TailKind::Unverifiable,
+        }
+    }
+
+    /// The explanation `verify` and `stats` print.
+    pub fn explain(self) -> &'static str {
+        match self {
+            TailKind::IncompleteWrite => {
+                "an incomplete write (a crash mid-append; never acknowledged with sync = always)"
+            }
+            TailKind::Unverifiable => {
+                "a record with all its bytes that fails its checksum: a write interrupted by a crash, \
+                 or damage to the last acknowledged write (the store cannot tell which)"
+            }
+        }
+    }
+}
+
+/// Moves the version counter past every version the cut bytes could have
+/// held, durably (a marker record, fsynced), so no later write is given a
+/// version a client may have seen on a write that was cut.
+pub(super) fn skip_cut_versions(storage: &Storage, cut: &mut TailCut) -> Result<()> {
+    let last_version = storage.reads.committed_version();
+    let floor = last_version + cut.bytes.div_ceil(MIN_RECORD_BYTES);
+    cut.versions_skipped_to = floor;
+    if floor == last_version {
+        return Ok(());
+    }
+    let mut writer = storage.lock_writer();
+    let log_index = writer.last_log_index();
+    writer.stage_marker(log_index, floor)?;
+    writer.write_staged(true)?;
+    drop(writer);
+    storage
+        .reads
+        .committed_version
+        .store(floor, Ordering::Release);
+    tracing::warn!(
+        segment = %cut.segment,
+        versions_skipped_to = floor,
+        "versions the cut bytes may have held are skipped"
+    );
+    Ok(())
 }
 
 /// A record of the active segment, located for replay after the store exists.
@@ -76,8 +170,9 @@ pub(super) fn open_active(
         if !scan.is_torn_tail_only() {
             return Err(corruption_error(&name, &scan));
         }
-        report.torn_tail_bytes_dropped +=
-            cut_torn_tail(dir, &file, &name, map.bytes(), scan.valid_end as u64)?;
+        let cut = cut_torn_tail(dir, &file, &name, map.bytes(), &scan)?;
+        report.torn_tail_bytes_dropped += cut.bytes;
+        report.tail_cut = Some(cut);
     }
     let file_len = file.metadata().context(|| format!("stat {name}"))?.len();
     let active =
@@ -144,15 +239,29 @@ pub(super) fn corruption_error(name: &str, scan: &ScanReport) -> Error {
     })
 }
 
-/// Truncates the torn tail at `valid_end`; returns the non-zero bytes dropped.
-pub(super) fn cut_torn_tail(
+/// Keeps the bytes after `valid_end` in a file beside the segment, then
+/// truncates the segment there. Nothing of the tail is lost: if it was
+/// damage to an acknowledged write, the bytes are still there to examine.
+fn cut_torn_tail(
     dir: &DataDir,
     file: &File,
     name: &str,
     bytes: &[u8],
-    valid_end: u64,
-) -> Result<u64> {
-    let dropped = torn_tail_bytes(bytes, valid_end as usize);
+    scan: &ScanReport,
+) -> Result<TailCut> {
+    let valid_end = scan.valid_end as u64;
+    let dropped = torn_tail_bytes(bytes, scan.valid_end);
+    let kind = TailKind::of(scan.damage[0].reason);
+    let kept_as = (dropped > 0)
+        .then(|| {
+            keep_cut_bytes(
+                dir,
+                name,
+                valid_end,
+                &bytes[scan.valid_end..][..dropped as usize],
+            )
+        })
+        .transpose()?;
     tracing::warn!(
         segment = name,
         offset = valid_end,
@@ -165,5 +274,38 @@ pub(super) fn cut_torn_tail(
     file.set_len(valid_end)
         .context(|| format!("truncate {name}"))?;
     file.sync_all().context(|| format!("fsync {name}"))?;
-    Ok(dropped)
+    Ok(TailCut {
+        segment: name.to_string(),
+        offset: valid_end,
+        bytes: dropped,
+        kept_as,
+        kind,
+        // Known once every segment is replayed: see `skip_cut_versions`.
+        versions_skipped_to: 0,
+    })
+}
+
+/// Writes `cut` as `NAME.cut-OFFSET` beside the segment, durably, before
+/// the segment is truncated. Returns the file's name.
+fn keep_cut_bytes(dir: &DataDir, name: &str, offset: u64, cut: &[u8]) -> Result<String> {
+    let kept = format!("{name}.cut-{offset:010}");
+    if dir.exists(&kept) {
+        // An earlier open kept the same bytes and was interrupted before it
+        // truncated the segment: they are already safe.
+        return Ok(kept);
+    }
+    let temp = format!("{kept}.tmp");
+    let out = dir.create_new(&temp)?;
+    dir.faults()
+        .check(IoOp::Write, &temp)
+        .context(|| format!("write {temp}"))?;
+    std::os::unix::fs::FileExt::write_all_at(&out, cut, 0).context(|| format!("write {temp}"))?;
+    dir.faults()
+        .check(IoOp::SyncFile, &temp)
+        .context(|| format!("fsync {temp}"))?;
+    out.sync_all().context(|| format!("fsync {temp}"))?;
+    dir.rename(&temp, &kept)?;
+    dir.sync()?;
+    tracing::warn!(segment = name, kept = %kept, bytes = cut.len(), "the cut bytes are kept beside the segment");
+    Ok(kept)
 }

@@ -43,11 +43,12 @@ use crate::manifest::{MANIFEST_FILE_NAME, Manifest};
 use crate::metrics::Metrics;
 use crate::segment_meta::UNKNOWN_LIVE_KEYS;
 use crate::segment_meta::meta_file_name;
-use active::{open_active, replay_active};
+use active::{open_active, replay_active, skip_cut_versions};
 use cleanup::{remove_leftovers, remove_unfinished_creations};
 use headers::{active_segment_id, read_headers};
 use sealed::open_sealed;
 
+pub use active::{TailCut, TailKind};
 pub use verify::{SegmentVerdict, SegmentVerification, verify_segments};
 
 /// What recovery did on open.
@@ -70,6 +71,8 @@ pub struct OpenReport {
     /// Segment files the manifest lists but that were missing, dropped by
     /// salvage (every record they held is lost).
     pub missing_segments: Vec<String>,
+    /// What was cut from the end of the active segment, if anything.
+    pub tail_cut: Option<TailCut>,
 }
 
 /// One segment salvage rewrote.
@@ -183,6 +186,9 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
         .store(live_before_active, Ordering::Relaxed);
     if let Some(map) = &replay_map {
         replay_active(&storage, map, &replay)?;
+    }
+    if let Some(cut) = &mut report.tail_cut {
+        skip_cut_versions(&storage, cut)?;
     }
     let mut storage = storage;
     storage.open_report = report;
@@ -375,7 +381,13 @@ mod tests {
         assert_eq!(storage.open_report().torn_tail_bytes_dropped, 33 - 3);
         assert!(storage.get(b"kept").unwrap().is_some());
         assert_eq!(storage.get(b"torn").unwrap(), None);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), len - 33);
+        // Cut back to "kept", followed by the marker that skips the
+        // version "torn" had (sync = os: no preallocated zeros after it).
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len - 33 + 29);
+        let cut = storage.open_report().tail_cut.clone().unwrap();
+        assert_eq!((cut.bytes, cut.versions_skipped_to), (30, 3));
+        let kept = std::fs::read(tmp.path().join(cut.kept_as.unwrap())).unwrap();
+        assert_eq!(kept.len(), 30);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::active::torn_tail_bytes;
+use super::active::{TailKind, torn_tail_bytes};
 use super::headers::{active_segment_id, read_header};
 use super::order::VersionOrder;
 use crate::config::Config;
@@ -40,12 +40,15 @@ pub struct SegmentVerification {
 pub enum SegmentVerdict {
     /// Every record intact.
     Ok,
-    /// The newest segment ends in a torn append; open cuts it.
+    /// The active segment ends in damage with nothing valid after it; open
+    /// cuts it (keeping the bytes beside the segment).
     TornTail {
         /// Where the intact records end.
         offset: u64,
         /// Bytes after it that held data.
         bytes: u64,
+        /// Whether it is an incomplete write or cannot be told from damage.
+        kind: TailKind,
     },
     /// A file the manifest does not list: left by an interrupted operation
     /// (a compaction output not swapped in, a segment created but not yet
@@ -208,6 +211,7 @@ pub fn verify_segments(config: &Config) -> Result<Vec<SegmentVerification>> {
                 SegmentVerdict::TornTail {
                     offset: scan.valid_end as u64,
                     bytes: torn_tail_bytes(bytes, scan.valid_end),
+                    kind: TailKind::of(first.reason),
                 }
             } else {
                 SegmentVerdict::Corrupt {
