@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::command::Command;
 use crate::commit_queue::{CommitQueue, Ticket};
 use crate::config::{Config, RecoveryMode, SyncMode};
+use crate::data_dir::Access;
 use crate::error::{Error, IoContext, Result};
 use crate::fault::{IoFaults, NoFaults};
 use crate::metrics::{Counter, Latency, Metrics, MetricsHook, MetricsSnapshot};
@@ -193,6 +194,12 @@ impl EngineBuilder {
     pub fn open(self) -> Result<KvEngine> {
         KvEngine::open_with(self.config, self.options)
     }
+
+    /// Opens an existing store for reading only; see
+    /// [`KvEngine::open_read_only`].
+    pub fn open_read_only(self) -> Result<KvEngine> {
+        KvEngine::open_as(self.config, self.options, Access::ReadOnly)
+    }
 }
 
 impl KvEngine {
@@ -211,18 +218,38 @@ impl KvEngine {
 
     /// Opens with options besides the configuration.
     pub fn open_with(config: Config, options: EngineOptions) -> Result<Self> {
+        Self::open_as(config, options, Access::ReadWrite)
+    }
+
+    /// Opens an existing store for reading only: nothing is created (a
+    /// missing data directory is an error naming it) and nothing is
+    /// written, so it works on a read-only mount and on a full disk. Any
+    /// number of read-only opens may hold the directory at once (a shared
+    /// lock); a writer is refused meanwhile, and they are refused while a
+    /// writer holds it. A damaged tail is not cut (reads stop before it)
+    /// and metadata that must be rebuilt stays in memory. Writes fail with
+    /// [`Error::ReadOnly`].
+    pub fn open_read_only(config: Config) -> Result<Self> {
+        let options = EngineOptions {
+            background_threads: false,
+            ..EngineOptions::default()
+        };
+        Self::open_as(config, options, Access::ReadOnly)
+    }
+
+    fn open_as(config: Config, options: EngineOptions, access: Access) -> Result<Self> {
         let metrics = Arc::new(Metrics::new(options.metrics_hook));
         let faults = options.io_faults.unwrap_or_else(|| Arc::new(NoFaults));
         let interval = (config.sync == SyncMode::Interval).then(|| config.sync_interval());
         let queue = CommitQueue::new(config.max_commit_group_bytes, config.group_commit_wait());
-        let state = KvState::open(config, faults, metrics.clone())?;
+        let state = KvState::open(config, access, faults, metrics.clone())?;
         let core = Arc::new(EngineCore {
             state,
             queue,
             metrics,
         });
         let mut threads = Vec::new();
-        if options.background_threads {
+        if options.background_threads && access == Access::ReadWrite {
             if let Some(period) = interval {
                 threads.push(start_flusher(core.clone(), period)?);
             }
@@ -383,6 +410,9 @@ impl EngineInner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clear();
         let storage = self.core.state.storage();
+        if storage.is_read_only() {
+            return Ok(());
+        }
         // A clean close leaves every sealed segment with its metadata, so
         // the next open reads no segment (the maintenance thread may not
         // have had its turn in a short-lived process).

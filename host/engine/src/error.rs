@@ -152,6 +152,13 @@ pub enum Error {
         /// The failure that poisoned the writer.
         reason: String,
     },
+    /// The store was opened read-only (or lives on a read-only file system
+    /// as far as this process is concerned): nothing can be written.
+    #[error("the store at {} is open read-only: nothing can be written", path.display())]
+    ReadOnly {
+        /// The data directory.
+        path: PathBuf,
+    },
     /// An operation this build does not implement.
     #[error("not supported yet: {0}")]
     Unsupported(&'static str),

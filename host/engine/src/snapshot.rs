@@ -106,7 +106,12 @@ pub fn restore_snapshot(config: Config, input: &mut dyn Read) -> Result<Snapshot
     };
     let header = decode_header(&input.take::<HEADER_LEN>()?)?;
     let path = config.data_dir.clone();
-    let storage = Storage::open(config, Arc::new(NoFaults), Arc::new(Metrics::new(None)))?;
+    let storage = Storage::open(
+        config,
+        crate::data_dir::Access::ReadWrite,
+        Arc::new(NoFaults),
+        Arc::new(Metrics::new(None)),
+    )?;
     let result = restore_into(&storage, header, &mut input);
     if result.is_err() {
         storage.remove_all_files();

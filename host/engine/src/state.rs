@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Condition, Limits, Op};
 use crate::config::{Config, SyncMode};
+use crate::data_dir::Access;
 use crate::error::{Error, InputError, Result};
 use crate::fault::IoFaults;
 use crate::metrics::{Counter, Metrics, MetricsHook};
@@ -61,12 +62,13 @@ type Overlay<'c> = HashMap<&'c [u8], Option<u64>, foldhash::fast::RandomState>;
 impl KvState {
     pub(crate) fn open(
         config: Config,
+        access: Access,
         faults: Arc<dyn IoFaults>,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
         let limits = Limits::from_config(&config);
         let sync_on_commit = config.sync == SyncMode::Always;
-        let storage = Storage::open(config, faults, metrics)?;
+        let storage = Storage::open(config, access, faults, metrics)?;
         Ok(KvState {
             storage,
             limits,
@@ -112,6 +114,10 @@ impl KvState {
     fn apply_group_locked(&self, commands: &[(u64, &Command)]) -> Vec<Result<Outcome>> {
         let mut writer = self.storage.lock_writer();
         if let Err(err) = writer.check_writable() {
+            if let Error::ReadOnly { path } = err {
+                let refused = || Err(Error::ReadOnly { path: path.clone() });
+                return commands.iter().map(|_| refused()).collect();
+            }
             let reason = poison_reason(err);
             return commands
                 .iter()
@@ -320,7 +326,13 @@ mod tests {
             sync: SyncMode::Os,
             ..Config::new(dir)
         };
-        KvState::open(config, Arc::new(NoFaults), Arc::new(Metrics::new(None))).unwrap()
+        KvState::open(
+            config,
+            crate::data_dir::Access::ReadWrite,
+            Arc::new(NoFaults),
+            Arc::new(Metrics::new(None)),
+        )
+        .unwrap()
     }
 
     fn set(key: &str, value: &str) -> Command {

@@ -191,6 +191,14 @@ impl SegmentMeta {
         Self::check(name, Backing::Map(map), segment, expected).map(Some)
     }
 
+    /// The encoded metadata, as its file holds (or will hold) it.
+    pub fn raw_bytes(&self) -> &[u8] {
+        match &self.bytes {
+            Backing::Map(map) => &map[..],
+            Backing::Heap(vec) => &vec[..],
+        }
+    }
+
     /// Metadata built in memory (not read back from disk).
     pub fn from_built(bytes: Vec<u8>, segment: &[u8], expected: SegmentHeader) -> Result<Self> {
         Self::check(

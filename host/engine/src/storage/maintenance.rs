@@ -173,14 +173,23 @@ impl<'s> Maintainer<'s> {
             .reads
             .segments()
             .iter()
-            .filter(|s| !s.active && s.meta().is_none())
+            .filter(|s| !s.active && !s.meta_saved.load(Ordering::Relaxed))
             .cloned()
             .collect();
         for segment in &pending {
-            let meta = self.files.write_meta(segment)?;
-            self.reads
-                .segments_mut()
-                .attach_meta(segment.id(), Arc::new(meta));
+            match segment.meta() {
+                // Built at open but not written then (read-only, or no room).
+                Some(meta) => {
+                    crate::segment_meta::write(&self.files.dir, segment.id(), meta.raw_bytes())?;
+                }
+                None => {
+                    let meta = self.files.write_meta(segment)?;
+                    self.reads
+                        .segments_mut()
+                        .attach_meta(segment.id(), Arc::new(meta));
+                }
+            }
+            segment.meta_saved.store(true, Ordering::Relaxed);
         }
         Ok(pending.len())
     }

@@ -32,9 +32,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::data_dir::DataDir;
-use crate::error::Result;
+use crate::config::{Config, RecoveryMode};
+use crate::data_dir::{Access, DataDir};
+use crate::error::{ConfigError, Result};
 use crate::fault::IoFaults;
 use crate::index::IndexStats;
 use crate::log_segment::{SEGMENT_HEADER_LEN, segment_file_name};
@@ -105,11 +105,32 @@ pub struct StorageStats {
 
 impl Storage {
     /// Opens the data directory, recovering the index from segment metadata
-    /// and the active segment's records.
-    pub fn open(config: Config, faults: Arc<dyn IoFaults>, metrics: Arc<Metrics>) -> Result<Self> {
+    /// and the active segment's records. Read-only: nothing is created or
+    /// written (see `DataDir::open_read_only`), writes are refused.
+    pub fn open(
+        config: Config,
+        access: Access,
+        faults: Arc<dyn IoFaults>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
         config.validate()?;
-        let dir = DataDir::open(&config.data_dir, faults)?;
+        let dir = match access {
+            Access::ReadWrite => DataDir::open(&config.data_dir, faults)?,
+            Access::ReadOnly if config.recovery == RecoveryMode::Salvage => {
+                return Err(ConfigError::new(
+                    "recovery",
+                    "salvage rewrites damaged segments; it cannot run read-only",
+                )
+                .into());
+            }
+            Access::ReadOnly => DataDir::open_read_only(&config.data_dir, faults)?,
+        };
         recovery::recover(dir, config, metrics)
+    }
+
+    /// Whether writes are refused because the store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.files.dir.access() == Access::ReadOnly
     }
 
     fn assemble(files: Files, reads: ReadPath, writer: Writer, open_report: OpenReport) -> Self {
@@ -157,8 +178,11 @@ impl Storage {
         self.reads.committed_version()
     }
 
-    /// Fsyncs everything appended so far.
+    /// Fsyncs everything appended so far (nothing, read-only).
     pub fn flush(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Ok(());
+        }
         self.lock_writer().sync()
     }
 
@@ -222,7 +246,7 @@ impl Storage {
             (
                 writer.last_log_index,
                 writer.poisoned.clone(),
-                writer.active.id(),
+                writer.active.as_ref().map_or(0, |active| active.id()),
             )
         };
         let segments = self.reads.segments();
@@ -332,7 +356,13 @@ mod tests {
             segment_size_bytes,
             ..Config::new(dir)
         };
-        Storage::open(config, Arc::new(NoFaults), Arc::new(Metrics::new(None))).unwrap()
+        Storage::open(
+            config,
+            crate::data_dir::Access::ReadWrite,
+            Arc::new(NoFaults),
+            Arc::new(Metrics::new(None)),
+        )
+        .unwrap()
     }
 
     /// Writes one single-op command through the writer, as `KvState` does.

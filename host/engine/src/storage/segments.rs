@@ -31,6 +31,10 @@ pub struct Segment {
     /// Live keys of the store after this segment's last record, when the
     /// writer sealed it (for its metadata).
     pub live_keys_after: AtomicU64,
+    /// The metadata is in its file, not only in memory (a read-only open,
+    /// or a full disk at open, keep rebuilt metadata in memory; maintenance
+    /// writes it when it can).
+    pub meta_saved: AtomicBool,
 }
 
 impl Segment {
@@ -45,6 +49,7 @@ impl Segment {
             audited: AtomicBool::new(false),
             retiring: AtomicBool::new(false),
             live_keys_after: AtomicU64::new(UNKNOWN_LIVE_KEYS),
+            meta_saved: AtomicBool::new(false),
         }
     }
 
@@ -59,6 +64,7 @@ impl Segment {
     /// A segment whose metadata is already built (a compaction output).
     pub fn with_meta(map: MappedSegment, header: SegmentHeader, meta: Arc<SegmentMeta>) -> Self {
         let segment = Segment::new(map, header);
+        segment.meta_saved.store(true, Ordering::Relaxed);
         segment
             .meta
             .set(meta)

@@ -24,7 +24,11 @@ use crate::log_segment::{
 use crate::metrics::{Counter, Latency, MetricsHook};
 
 pub(super) struct Writer {
-    pub active: ActiveSegment,
+    /// `None` only in a read-only store that has no segment to resume:
+    /// every write is refused before it would be needed.
+    pub active: Option<ActiveSegment>,
+    /// Opened read-only: every write is refused.
+    pub read_only: Option<std::path::PathBuf>,
     pub next_version: u64,
     pub last_log_index: u64,
     pub poisoned: Option<String>,
@@ -40,13 +44,14 @@ pub(super) struct Writer {
 
 impl Writer {
     pub fn new(
-        active: ActiveSegment,
+        active: Option<ActiveSegment>,
         next_version: u64,
         last_log_index: u64,
         preallocate_bytes: u64,
     ) -> Self {
         Writer {
             active,
+            read_only: None,
             next_version,
             last_log_index,
             poisoned: None,
@@ -97,8 +102,12 @@ impl<'s> WriterGuard<'s> {
         }
     }
 
-    /// Fails if an earlier I/O error poisoned the writer.
+    /// Fails if the store is read-only, or an earlier I/O error poisoned
+    /// the writer.
     pub fn check_writable(&self) -> Result<()> {
+        if let Some(path) = &self.writer.read_only {
+            return Err(Error::ReadOnly { path: path.clone() });
+        }
         match &self.writer.poisoned {
             Some(reason) => Err(Error::Poisoned {
                 reason: reason.clone(),
@@ -209,7 +218,8 @@ impl<'s> WriterGuard<'s> {
             // A record staged earlier in this group (or command) is newer
             // than anything published.
             let replaces = writer.group.get(key).copied().or(published);
-            let offset = writer.active.write_pos() + writer.buf.len() as u64;
+            let active = writer.active()?;
+            let offset = active.write_pos() + writer.buf.len() as u64;
             let version = writer.next_version;
             let spec = RecordSpec {
                 version,
@@ -220,7 +230,7 @@ impl<'s> WriterGuard<'s> {
                 end_of_command: i + 1 == ops.len(),
             };
             let len = encode_record(&mut writer.buf, &spec);
-            let segment_id = writer.active.id();
+            let segment_id = writer.active()?.id();
             let entry = IndexEntry {
                 version,
                 segment_id,
@@ -326,8 +336,9 @@ impl<'s> WriterGuard<'s> {
         if writer.buf.is_empty() {
             return Ok(());
         }
-        let expected = writer.active.write_pos();
-        let appended = writer.active.append(&self.files.dir, &writer.buf)?;
+        let active = writer.active.as_mut().ok_or_else(no_active_segment)?;
+        let expected = active.write_pos();
+        let appended = active.append(&self.files.dir, &writer.buf)?;
         writer.buf.clear();
         assert_eq!(
             appended.offset, expected,
@@ -339,13 +350,12 @@ impl<'s> WriterGuard<'s> {
             tracing::warn!(error = %err, "writing zeros ahead of the log tail failed; the write is kept and the log grows without them");
         }
         // The buffer was cleared above: count what reached the file.
-        let appended_bytes = writer.active.write_pos() - expected;
+        let written_to = active.write_pos();
+        let appended_bytes = written_to - expected;
         self.files
             .metrics
             .add(Counter::BytesAppended, appended_bytes);
-        self.reads
-            .active_bytes
-            .store(writer.active.write_pos(), Ordering::Relaxed);
+        self.reads.active_bytes.store(written_to, Ordering::Relaxed);
         // Bound the retained buffer: one huge batch must not pin its memory forever.
         let keep = self.files.config.max_commit_group_bytes as usize * 2;
         if writer.buf.capacity() > keep {
@@ -355,11 +365,12 @@ impl<'s> WriterGuard<'s> {
     }
 
     fn sync_active(&mut self) -> Result<()> {
-        if !self.writer.active.is_dirty() {
+        let active = self.writer.active.as_mut().ok_or_else(no_active_segment)?;
+        if !active.is_dirty() {
             return Ok(());
         }
         let started = Instant::now();
-        self.writer.active.sync_data(&self.files.dir)?;
+        active.sync_data(&self.files.dir)?;
         self.files.metrics.add(Counter::Fsyncs, 1);
         self.files
             .metrics
@@ -371,7 +382,7 @@ impl<'s> WriterGuard<'s> {
     /// pass the segment size (unless the segment is empty: an oversized
     /// batch then gets a segment to itself).
     fn roll_if_needed(&mut self, bytes: u64) -> Result<()> {
-        let tail = self.writer.active.write_pos() + self.writer.buf.len() as u64;
+        let tail = self.writer.active()?.write_pos() + self.writer.buf.len() as u64;
         let empty = tail == SEGMENT_HEADER_LEN as u64;
         if empty || tail + bytes <= self.files.config.segment_size_bytes {
             return Ok(());
@@ -383,7 +394,7 @@ impl<'s> WriterGuard<'s> {
     /// next, so that everything written so far can be compacted.
     pub fn seal_active(&mut self) -> Result<()> {
         self.check_writable()?;
-        let tail = self.writer.active.write_pos() + self.writer.buf.len() as u64;
+        let tail = self.writer.active()?.write_pos() + self.writer.buf.len() as u64;
         if tail == SEGMENT_HEADER_LEN as u64 {
             return Ok(());
         }
@@ -396,8 +407,9 @@ impl<'s> WriterGuard<'s> {
         self.write_buf()?;
         let (files, reads) = (self.files, self.reads);
         let writer = &mut *self.writer;
-        writer.active.seal(&files.dir)?;
-        let sealed_id = writer.active.id();
+        let sealing = writer.active.as_mut().ok_or_else(no_active_segment)?;
+        sealing.seal(&files.dir)?;
+        let sealed_id = sealing.id();
         let next_id = files.allocate_segment_id()?;
         let next = ActiveSegment::create(&files.dir, next_id, writer.preallocate_bytes)?;
         // Listed before any record goes into it: a crash before this leaves
@@ -412,7 +424,7 @@ impl<'s> WriterGuard<'s> {
             compacted: false,
         };
         // The sealed segment's own map ends where the file ends now.
-        let sealed_map = MappedSegment::map(writer.active.file(), sealed_id, 0)?;
+        let sealed_map = MappedSegment::map(sealing.file(), sealed_id, 0)?;
         let live_after = reads
             .live_keys
             .load(Ordering::Relaxed)
@@ -429,14 +441,26 @@ impl<'s> WriterGuard<'s> {
             .active_bytes
             .store(next.write_pos(), Ordering::Relaxed);
         tracing::debug!(
-            sealed = writer.active.name(),
+            sealed = sealing.name(),
             next = next.name(),
             "segment rolled"
         );
-        writer.active = next;
+        writer.active = Some(next);
         files.note_sealed();
         Ok(())
     }
+}
+
+impl Writer {
+    fn active(&self) -> Result<&ActiveSegment> {
+        self.active.as_ref().ok_or_else(no_active_segment)
+    }
+}
+
+/// Writes are refused before they need the active segment; reaching for a
+/// missing one is a bug.
+fn no_active_segment() -> Error {
+    Error::Invariant("a write reached a store without an active segment".into())
 }
 
 /// Offsets and lengths fit u32: segments are capped below 4 GiB by config validation.
@@ -459,10 +483,9 @@ pub(super) fn sync_without_blocking_appends(files: &Files, writer: &Mutex<Writer
                 reason: reason.clone(),
             });
         }
-        if !writer.active.is_dirty() {
+        let Some(active) = writer.active.as_ref().filter(|a| a.is_dirty()) else {
             return Ok(());
-        }
-        let active = &writer.active;
+        };
         (
             active.file().clone(),
             active.name().to_string(),
@@ -478,8 +501,8 @@ pub(super) fn sync_without_blocking_appends(files: &Files, writer: &Mutex<Writer
             files.metrics.add(Counter::Fsyncs, 1);
             files.metrics.observe(Latency::Fsync, started.elapsed());
             // A roll in the meantime sealed (and fsynced) that segment itself.
-            if writer.active.id() == id {
-                writer.active.mark_synced(pos);
+            if let Some(active) = writer.active.as_mut().filter(|a| a.id() == id) {
+                active.mark_synced(pos);
             }
             Ok(())
         }
@@ -549,7 +572,13 @@ mod tests {
         // The segment's creation is sync 0, the manifest's sync 1; the first
         // write's sync is 2.
         let faults = Arc::new(FailNth::new(IoOp::SyncFile, 2, false));
-        let storage = Storage::open(config, faults, Arc::new(Metrics::new(None))).unwrap();
+        let storage = Storage::open(
+            config,
+            crate::data_dir::Access::ReadWrite,
+            faults,
+            Arc::new(Metrics::new(None)),
+        )
+        .unwrap();
         let mut writer = storage.lock_writer();
         let mut staged = Vec::new();
         writer.note_applied(1);

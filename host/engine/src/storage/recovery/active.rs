@@ -140,9 +140,14 @@ pub(super) fn open_active(
     id: u32,
     preallocate_bytes: u64,
     report: &mut OpenReport,
+    writable: bool,
 ) -> Result<(ActiveSegment, Vec<ActiveRecord>, MappedSegment)> {
     let name = segment_file_name(id);
-    let file = dir.open_read_write(&name)?;
+    let file = if writable {
+        dir.open_read_write(&name)?
+    } else {
+        dir.open_read(&name)?
+    };
     let map = MappedSegment::map(&file, id, 0)?;
     let mut records = Vec::new();
     let mut order = VersionOrder::new();
@@ -170,7 +175,12 @@ pub(super) fn open_active(
         if !scan.is_torn_tail_only() {
             return Err(corruption_error(&name, &scan));
         }
-        let cut = cut_torn_tail(dir, &file, &name, map.bytes(), &scan)?;
+        let cut = if writable {
+            cut_torn_tail(dir, &file, &name, map.bytes(), &scan)?
+        } else {
+            // Reads stop where the intact records end; the bytes stay.
+            describe_tail(&name, map.bytes(), &scan, None)
+        };
         report.torn_tail_bytes_dropped += cut.bytes;
         report.tail_cut = Some(cut);
     }
@@ -250,9 +260,11 @@ fn cut_torn_tail(
     scan: &ScanReport,
 ) -> Result<TailCut> {
     let valid_end = scan.valid_end as u64;
-    let dropped = torn_tail_bytes(bytes, scan.valid_end);
-    let kind = TailKind::of(scan.damage[0].reason);
-    let kept_as = (dropped > 0)
+    // Described and kept before the truncation: `bytes` maps the file, and
+    // what lies past its new end must not be read afterwards.
+    let mut cut = describe_tail(name, bytes, scan, None);
+    let dropped = cut.bytes;
+    cut.kept_as = (dropped > 0)
         .then(|| {
             keep_cut_bytes(
                 dir,
@@ -274,15 +286,19 @@ fn cut_torn_tail(
     file.set_len(valid_end)
         .context(|| format!("truncate {name}"))?;
     file.sync_all().context(|| format!("fsync {name}"))?;
-    Ok(TailCut {
+    Ok(cut)
+}
+
+fn describe_tail(name: &str, bytes: &[u8], scan: &ScanReport, kept_as: Option<String>) -> TailCut {
+    TailCut {
         segment: name.to_string(),
-        offset: valid_end,
-        bytes: dropped,
+        offset: scan.valid_end as u64,
+        bytes: torn_tail_bytes(bytes, scan.valid_end),
         kept_as,
-        kind,
+        kind: TailKind::of(scan.damage[0].reason),
         // Known once every segment is replayed: see `skip_cut_versions`.
         versions_skipped_to: 0,
-    })
+    }
 }
 
 /// Writes `cut` as `NAME.cut-OFFSET` beside the segment, durably, before

@@ -36,7 +36,12 @@ pub(super) fn remove_leftovers(dir: &DataDir) -> Result<()> {
 /// empty or all-zero file that never held a record. Such a file is removed
 /// when it is newer than every segment the writer filled (compaction
 /// outputs, written whole, may have higher ids).
-pub(super) fn remove_unfinished_creations(dir: &DataDir, mut ids: Vec<u32>) -> Result<Vec<u32>> {
+/// A read-only open (`writable` false) leaves them, and ignores them.
+pub(super) fn remove_unfinished_creations(
+    dir: &DataDir,
+    mut ids: Vec<u32>,
+    writable: bool,
+) -> Result<Vec<u32>> {
     let mut kept = Vec::with_capacity(ids.len());
     while let Some(id) = ids.pop() {
         let name = segment_file_name(id);
@@ -50,9 +55,11 @@ pub(super) fn remove_unfinished_creations(dir: &DataDir, mut ids: Vec<u32>) -> R
             .iter()
             .all(|&newer: &u32| read_header(dir, newer).is_ok_and(|h| h.compacted));
         if unfinished && newer_all_compacted {
-            tracing::warn!(segment = %name, "removing a segment whose creation a crash interrupted");
-            dir.remove(&name)?;
-            dir.sync()?;
+            if writable {
+                tracing::warn!(segment = %name, "removing a segment whose creation a crash interrupted");
+                dir.remove(&name)?;
+                dir.sync()?;
+            }
             continue;
         }
         kept.push(id);

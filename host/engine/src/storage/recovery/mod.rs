@@ -35,7 +35,7 @@ use super::segments::{Segment, SegmentTable};
 use super::writer::{Writer, preallocate_bytes_for};
 use super::{Storage, merge};
 use crate::config::{Config, RecoveryMode};
-use crate::data_dir::DataDir;
+use crate::data_dir::{Access, DataDir};
 use crate::error::{Corruption, Error, Result};
 use crate::index::Index;
 use crate::log_segment::{ActiveSegment, MappedSegment, SegmentHeader, segment_file_name};
@@ -63,6 +63,9 @@ pub struct OpenReport {
     pub commands: u64,
     /// Sealed segments whose metadata was missing or unusable and was rebuilt.
     pub metadata_rebuilt: u64,
+    /// Of those, rebuilt in memory but not written (a read-only open, or
+    /// writing failed, e.g. on a full disk); written later when possible.
+    pub metadata_unsaved: u64,
     /// Bytes cut from the end of the newest segment (a crash mid-append),
     /// up to its last non-zero byte: preallocated zeros are not counted.
     pub torn_tail_bytes_dropped: u64,
@@ -91,13 +94,18 @@ pub struct SalvageNote {
 pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Result<Storage> {
     let started = std::time::Instant::now();
     let mut report = OpenReport::default();
+    // A read-only open writes nothing: leftovers stay, a damaged tail is
+    // not cut, rebuilt metadata stays in memory.
+    let writable = dir.access() == Access::ReadWrite;
     let SegmentSet {
         ids,
         mut manifest,
         mut manifest_changed,
         highest_seen,
-    } = segment_set(&dir, &config, &mut report)?;
-    remove_leftovers(&dir)?;
+    } = segment_set(&dir, &config, &mut report, writable)?;
+    if writable {
+        remove_leftovers(&dir)?;
+    }
     let headers = read_headers(&dir, &ids, &config, &mut report)?;
     let active_id = active_segment_id(&headers);
     let mut table = SegmentTable::default();
@@ -105,7 +113,7 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
     let mut newest_sealed: Option<(u32, u64)> = None;
     let mut previous_normal_max = 0;
     for header in headers.iter().filter(|h| Some(h.id) != active_id) {
-        let segment = open_sealed(&dir, &config, *header, &mut report)?;
+        let segment = open_sealed(&dir, &config, *header, &mut report, writable)?;
         let meta = segment
             .meta()
             .expect("sealed segments are opened with metadata");
@@ -130,40 +138,57 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
         table.insert(segment);
     }
     let preallocate_bytes = preallocate_bytes_for(&config);
+    let mut created_active = false;
     let (active, replay, replay_map) = match active_id {
         Some(id) => {
-            let (active, replay, map) = open_active(&dir, id, preallocate_bytes, &mut report)?;
-            (active, replay, Some(map))
+            let (active, replay, map) =
+                open_active(&dir, id, preallocate_bytes, &mut report, writable)?;
+            (Some(active), replay, Some(map))
         }
-        None => {
+        None if writable => {
             let id = highest_seen + 1;
             let active = ActiveSegment::create(&dir, id, preallocate_bytes)?;
             manifest.segments.insert(id);
-            manifest_changed = true;
-            (active, Vec::new(), None)
+            created_active = true;
+            (Some(active), Vec::new(), None)
         }
+        // Read-only and nothing to resume: reads need no active segment.
+        None => (None, Vec::new(), None),
     };
-    if manifest_changed {
+    manifest_changed |= created_active;
+    if manifest_changed && writable {
         manifest = manifest.with_segments(manifest.segments.clone());
-        manifest.store(&dir)?;
+        if let Err(err) = manifest.store(&dir) {
+            // A new segment must be listed before anything goes into it;
+            // a store that only lacked a manifest works on without one.
+            if created_active {
+                return Err(err);
+            }
+            tracing::warn!(error = %err, "writing {MANIFEST_FILE_NAME} failed; the next change writes it");
+        }
     }
-    let active_map = MappedSegment::map(active.file(), active.id(), config.active_map_bytes())?;
-    let active_header = SegmentHeader {
-        id: active.id(),
-        rank: active.id(),
-        compacted: false,
-    };
-    table.insert(Arc::new(Segment::new_active(active_map, active_header)));
+    if let Some(active) = &active {
+        let active_map = MappedSegment::map(active.file(), active.id(), config.active_map_bytes())?;
+        let active_header = SegmentHeader {
+            id: active.id(),
+            rank: active.id(),
+            compacted: false,
+        };
+        table.insert(Arc::new(Segment::new_active(active_map, active_header)));
+    }
     let hot_complete = table.cold().is_empty() && config.hot_index_shard_max_entries().is_none();
     let index = Index::new(
         config.index_initial_capacity,
         config.index_max_load_factor,
         config.hot_index_shard_max_entries(),
     );
-    let next_segment_id = highest_seen.max(active.id()) + 1;
-    let active_bytes = active.write_pos();
-    let active_id = active.id();
-    let writer = Writer::new(active, last_version + 1, last_log_index, preallocate_bytes);
+    let active_id = active.as_ref().map_or(0, ActiveSegment::id);
+    let active_bytes = active.as_ref().map_or(0, ActiveSegment::write_pos);
+    let next_segment_id = highest_seen.max(active_id) + 1;
+    let mut writer = Writer::new(active, last_version + 1, last_log_index, preallocate_bytes);
+    if !writable {
+        writer.read_only = Some(config.data_dir.clone());
+    }
     let published = Published {
         committed_version: last_version,
         hot_complete,
@@ -187,7 +212,7 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
     if let Some(map) = &replay_map {
         replay_active(&storage, map, &replay)?;
     }
-    if let Some(cut) = &mut report.tail_cut {
+    if let Some(cut) = report.tail_cut.as_mut().filter(|_| writable) {
         skip_cut_versions(&storage, cut)?;
     }
     let mut storage = storage;
@@ -221,11 +246,16 @@ struct SegmentSet {
 /// interrupted operation (a compaction output not yet swapped in, a segment
 /// created but not yet listed) and is removed. A store written before
 /// manifests existed consists of the files present.
-fn segment_set(dir: &DataDir, config: &Config, report: &mut OpenReport) -> Result<SegmentSet> {
+fn segment_set(
+    dir: &DataDir,
+    config: &Config,
+    report: &mut OpenReport,
+    writable: bool,
+) -> Result<SegmentSet> {
     let present = dir.segment_ids()?;
     let highest_seen = present.last().copied().unwrap_or(0);
     let Some(manifest) = Manifest::load(dir)? else {
-        let ids = remove_unfinished_creations(dir, present)?;
+        let ids = remove_unfinished_creations(dir, present, writable)?;
         if !ids.is_empty() {
             tracing::warn!(
                 segments = ids.len(),
@@ -255,7 +285,8 @@ fn segment_set(dir: &DataDir, config: &Config, report: &mut OpenReport) -> Resul
         }
         forget_missing_segments(dir, &missing, report)?;
     }
-    for &id in present.iter().filter(|id| !manifest.segments.contains(id)) {
+    let unlisted = present.iter().filter(|id| !manifest.segments.contains(id));
+    for &id in unlisted.filter(|_| writable) {
         let name = segment_file_name(id);
         tracing::warn!(segment = %name, "removing a segment the manifest does not list (left by an interrupted operation)");
         dir.remove(&name)?;
@@ -353,7 +384,12 @@ mod tests {
             recovery,
             ..Config::new(dir)
         };
-        Storage::open(config, Arc::new(NoFaults), Arc::new(Metrics::new(None)))
+        Storage::open(
+            config,
+            crate::data_dir::Access::ReadWrite,
+            Arc::new(NoFaults),
+            Arc::new(Metrics::new(None)),
+        )
     }
 
     fn segment_path(dir: &std::path::Path, id: u32) -> std::path::PathBuf {

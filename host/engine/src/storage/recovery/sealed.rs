@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::OpenReport;
 use crate::config::Config;
 use crate::data_dir::DataDir;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::log_segment::{MappedSegment, SEGMENT_HEADER_LEN, SegmentHeader, segment_file_name};
 use crate::segment_meta::{SegmentMeta, UNKNOWN_LIVE_KEYS};
 use crate::storage::segments::{Segment, SegmentTable};
@@ -19,6 +19,7 @@ pub(super) fn open_sealed(
     config: &Config,
     header: SegmentHeader,
     report: &mut OpenReport,
+    writable: bool,
 ) -> Result<Arc<Segment>> {
     let name = segment_file_name(header.id);
     let file = dir.open_read(&name)?;
@@ -35,6 +36,7 @@ pub(super) fn open_sealed(
         }
     };
     let segment = Segment::new(map, header);
+    let mut saved = loaded.is_some();
     let meta = match loaded {
         Some(meta) => meta,
         None => {
@@ -45,14 +47,26 @@ pub(super) fn open_sealed(
                 bloom_bits_per_key: config.bloom_bits_per_key,
                 live_keys_after: UNKNOWN_LIVE_KEYS,
             })?;
-            crate::segment_meta::write(dir, header.id, &bytes)?;
-            report.records += SegmentMeta::from_built(bytes.clone(), segment.map.bytes(), header)?
-                .header()
-                .records;
-            SegmentMeta::load(dir, segment.map.bytes(), header)?
-                .ok_or_else(|| Error::Invariant(format!("rebuilt metadata of {name} vanished")))?
+            if !writable {
+                report.metadata_unsaved += 1;
+            } else {
+                // Opening must not depend on room to write: on a full disk
+                // the rebuilt metadata serves from memory, and maintenance
+                // writes it once it can.
+                match crate::segment_meta::write(dir, header.id, &bytes) {
+                    Ok(()) => saved = true,
+                    Err(err) => {
+                        report.metadata_unsaved += 1;
+                        tracing::warn!(segment = %name, error = %err, "rebuilt segment metadata kept in memory: writing it failed");
+                    }
+                }
+            }
+            let meta = SegmentMeta::from_built(bytes, segment.map.bytes(), header)?;
+            report.records += meta.header().records;
+            meta
         }
     };
+    segment.meta_saved.store(saved, Ordering::Relaxed);
     // Within the segment: everything but the newest put of each key is dead.
     // Records superseded by later segments are found by the audit.
     let dead = segment.len() - SEGMENT_HEADER_LEN as u64 - meta.header().put_bytes;

@@ -115,7 +115,7 @@ pub fn verify_segments(config: &Config) -> Result<Vec<SegmentVerification>> {
         }
         .into());
     }
-    let dir = DataDir::open(&config.data_dir, Arc::new(crate::fault::NoFaults))?;
+    let dir = DataDir::open_read_only(&config.data_dir, Arc::new(crate::fault::NoFaults))?;
     let present = dir.segment_ids()?;
     let mut results = Vec::with_capacity(present.len());
     let manifest = match Manifest::load(&dir) {
