@@ -18,20 +18,21 @@
 //! - `cache.rs`: compiled components in `<data_dir>/wasm-cache/`.
 //! - `guest_log.rs`: guest stdout/stderr to `tracing`.
 
+mod access;
 pub mod auth;
-mod bindings;
 pub mod cache;
 pub mod config;
 mod ctx;
 pub mod error;
 mod extension;
 pub mod guest_log;
-mod host;
 pub mod keyvalue;
+mod kv_store;
 pub mod limiter;
 pub mod namespace;
 mod run;
 mod runtime;
+mod sandbox;
 mod ticker;
 
 pub use cache::CompiledFrom;

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use super::ctx::{Ctx, KvCtx};
+use super::access::StoreAccess;
 use super::namespace::{Grants, KeyError, Namespace};
 use hightower_engine::Outcome;
 use hightower_engine::error::{Error, InputError};
@@ -99,31 +99,30 @@ pub struct CasHandle {
     pub(crate) expected: Option<u64>,
 }
 
-/// What the `wasi:keyvalue` host functions work on.
+/// What the `wasi:keyvalue` host functions work on, borrowed from the
+/// store's data for one call.
 pub(crate) struct KeyValueView<'a> {
-    pub kv: &'a KvCtx,
+    pub access: &'a StoreAccess,
+    /// Where the second draft's `cas` handles live.
     pub table: &'a mut ResourceTable,
     pub state: &'a mut KeyValueState,
 }
 
-/// Marker tying [`KeyValueView`] to both drafts' `add_to_linker`.
-pub(crate) struct KeyValue;
+/// Ties [`KeyValueView`] to both drafts' `add_to_linker`.
+struct HasKeyValue;
 
-impl HasData for KeyValue {
+impl HasData for HasKeyValue {
     type Data<'a> = KeyValueView<'a>;
 }
 
-/// Links both drafts' `store`, `atomics` and `batch`.
-pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
-    fn view(ctx: &mut Ctx) -> KeyValueView<'_> {
-        KeyValueView {
-            kv: &ctx.kv,
-            table: &mut ctx.table,
-            state: &mut ctx.keyvalue,
-        }
-    }
-    draft::Imports::add_to_linker::<Ctx, KeyValue>(linker, view)?;
-    draft2::Imports::add_to_linker::<Ctx, KeyValue>(linker, view)?;
+/// Links both drafts' `store`, `atomics` and `batch`; `view` borrows what
+/// they need from a store's data.
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> KeyValueView<'_>,
+) -> wasmtime::Result<()> {
+    draft::Imports::add_to_linker::<T, HasKeyValue>(linker, view)?;
+    draft2::Imports::add_to_linker::<T, HasKeyValue>(linker, view)?;
     Ok(())
 }
 
@@ -216,7 +215,7 @@ impl KeyValueView<'_> {
 
     /// `open`: the bucket's handle representation (the grant's index).
     pub(crate) fn open_bucket(&self, identifier: &str) -> KvResult<u32> {
-        match bucket_for(&self.kv.grants, identifier) {
+        match bucket_for(&self.access.grants, identifier) {
             Some(index) => Ok(index as u32),
             None => {
                 tracing::debug!(bucket = %identifier.escape_debug(), "guest opened an ungranted bucket");
@@ -225,13 +224,9 @@ impl KeyValueView<'_> {
         }
     }
 
-    /// The namespace behind a bucket handle. Handles are made only by
-    /// `open` from an index into the grants, so a miss is a host bug: trap.
+    /// The namespace behind a bucket handle.
     pub(crate) fn bucket(&self, rep: u32) -> wasmtime::Result<&Namespace> {
-        self.kv
-            .grants
-            .get(rep as usize)
-            .ok_or_else(|| wasmtime::format_err!("unknown bucket handle {rep}"))
+        self.access.granted(rep)
     }
 
     fn check_value(ns: &Namespace, value: &[u8]) -> KvResult<()> {
@@ -245,7 +240,7 @@ impl KeyValueView<'_> {
     /// The value of `key` and its version.
     fn read(&self, ns: &Namespace, key: &str) -> KvResult<Found> {
         let stored = ns.key(key.as_bytes(), "key").map_err(key_error)?;
-        match self.kv.engine.read().get(&stored) {
+        match self.access.engine.read().get(&stored) {
             Ok(found) => Ok(found.map(|v| (v.value, v.version))),
             Err(err) => Err(self.storage_error(err, ns)),
         }
@@ -269,7 +264,7 @@ impl KeyValueView<'_> {
             Err(err) => return Ok(Err(key_error(err))),
         };
         Ok(self
-            .kv
+            .access
             .engine
             .read()
             .contains(&stored)
@@ -283,7 +278,7 @@ impl KeyValueView<'_> {
         command
             .validate(&ns.limits().as_store_limits(ns.prefix().len()))
             .map_err(|_| batch_too_large(ns))?;
-        match self.kv.engine.apply(command) {
+        match self.access.engine.apply(command) {
             Ok(applied) => match applied.outcome {
                 Outcome::Batch { .. } => Ok(true),
                 Outcome::ConditionFailed { .. } => Ok(false),
@@ -297,7 +292,7 @@ impl KeyValueView<'_> {
 
     /// A single set or delete; the version it wrote does not matter here.
     fn apply_one(&self, ns: &Namespace, command: Command) -> KvResult<()> {
-        match self.kv.engine.apply(command) {
+        match self.access.engine.apply(command) {
             Ok(_) => Ok(()),
             Err(err) => Err(self.storage_error(err, ns)),
         }
@@ -348,7 +343,7 @@ impl KeyValueView<'_> {
         };
         let page_size = ns.limits().max_page_keys as usize;
         let listed =
-            self.kv
+            self.access
                 .engine
                 .read()
                 .keys_with_prefix(ns.prefix(), Some(&after), page_size + 1);
