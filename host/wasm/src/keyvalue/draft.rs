@@ -5,7 +5,7 @@
 
 use wasmtime::component::Resource;
 
-use super::{Counter, KeyValueView, KvError, ManyValues};
+use super::{CounterType, KeyValueError, KeyValueView, ManyValues};
 
 /// Host-side type of a bucket: its representation is the index of the
 /// namespace in the component's grants (nothing is allocated per handle).
@@ -22,23 +22,23 @@ wasmtime::component::bindgen!({
 
 use self::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
 
-type Res<T> = wasmtime::Result<Result<T, store::Error>>;
+type DraftResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
-impl From<KvError> for store::Error {
-    fn from(err: KvError) -> Self {
+impl From<KeyValueError> for store::Error {
+    fn from(err: KeyValueError) -> Self {
         match err {
-            KvError::AccessDenied => store::Error::AccessDenied,
-            KvError::Other(message) => store::Error::Other(message),
+            KeyValueError::AccessDenied => store::Error::AccessDenied,
+            KeyValueError::Other(message) => store::Error::Other(message),
         }
     }
 }
 
-fn convert<T>(result: wasmtime::Result<Result<T, KvError>>) -> Res<T> {
+fn convert<T>(result: wasmtime::Result<Result<T, KeyValueError>>) -> DraftResult<T> {
     result.map(|r| r.map_err(store::Error::from))
 }
 
 impl store::Host for KeyValueView<'_> {
-    fn open(&mut self, identifier: String) -> Res<Resource<Bucket>> {
+    fn open(&mut self, identifier: String) -> DraftResult<Resource<Bucket>> {
         Ok(self
             .open_bucket(&identifier)
             .map(Resource::new_own)
@@ -47,19 +47,19 @@ impl store::Host for KeyValueView<'_> {
 }
 
 impl store::HostBucket for KeyValueView<'_> {
-    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Res<Option<Vec<u8>>> {
+    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> DraftResult<Option<Vec<u8>>> {
         convert(self.get_value(bucket.rep(), &key))
     }
 
-    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Res<()> {
+    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> DraftResult<()> {
         convert(self.set_value(bucket.rep(), &key, value))
     }
 
-    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Res<()> {
+    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> DraftResult<()> {
         convert(self.delete_key(bucket.rep(), &key))
     }
 
-    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Res<bool> {
+    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> DraftResult<bool> {
         convert(self.key_exists(bucket.rep(), &key))
     }
 
@@ -67,7 +67,7 @@ impl store::HostBucket for KeyValueView<'_> {
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<u64>,
-    ) -> Res<store::KeyResponse> {
+    ) -> DraftResult<store::KeyResponse> {
         let bucket = bucket.rep();
         let after = match cursor {
             Some(token) => match self.load_cursor(bucket, token) {
@@ -94,14 +94,15 @@ impl store::HostBucket for KeyValueView<'_> {
 }
 
 impl atomics::Host for KeyValueView<'_> {
-    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> Res<u64> {
-        let result = self.increment_counter(bucket.rep(), &key, i128::from(delta), Counter::U64);
+    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> DraftResult<u64> {
+        let result =
+            self.increment_counter(bucket.rep(), &key, i128::from(delta), CounterType::U64);
         convert(result.map(|r| r.map(|n| n as u64)))
     }
 }
 
 impl batch::Host for KeyValueView<'_> {
-    fn get_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Res<ManyValues> {
+    fn get_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> DraftResult<ManyValues> {
         convert(self.read_many(bucket.rep(), keys))
     }
 
@@ -109,11 +110,11 @@ impl batch::Host for KeyValueView<'_> {
         &mut self,
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
-    ) -> Res<()> {
+    ) -> DraftResult<()> {
         convert(self.write_many(bucket.rep(), key_values))
     }
 
-    fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Res<()> {
+    fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> DraftResult<()> {
         convert(self.delete_keys(bucket.rep(), keys))
     }
 }

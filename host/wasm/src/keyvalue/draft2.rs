@@ -6,7 +6,7 @@
 use wasmtime::component::Resource;
 
 pub use super::CasHandle;
-use super::{Counter, KeyValueView, KvError, ManyValues};
+use super::{CounterType, KeyValueError, KeyValueView, ManyValues};
 
 /// Host-side type of a bucket: its representation is the index of the
 /// namespace in the component's grants (nothing is allocated per handle).
@@ -24,23 +24,23 @@ wasmtime::component::bindgen!({
 
 use self::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
 
-type Res<T> = wasmtime::Result<Result<T, store::Error>>;
+type DraftResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
-impl From<KvError> for store::Error {
-    fn from(err: KvError) -> Self {
+impl From<KeyValueError> for store::Error {
+    fn from(err: KeyValueError) -> Self {
         match err {
-            KvError::AccessDenied => store::Error::AccessDenied,
-            KvError::Other(message) => store::Error::Other(message),
+            KeyValueError::AccessDenied => store::Error::AccessDenied,
+            KeyValueError::Other(message) => store::Error::Other(message),
         }
     }
 }
 
-fn convert<T>(result: wasmtime::Result<Result<T, KvError>>) -> Res<T> {
+fn convert<T>(result: wasmtime::Result<Result<T, KeyValueError>>) -> DraftResult<T> {
     result.map(|r| r.map_err(store::Error::from))
 }
 
 impl store::Host for KeyValueView<'_> {
-    fn open(&mut self, identifier: String) -> Res<Resource<Bucket>> {
+    fn open(&mut self, identifier: String) -> DraftResult<Resource<Bucket>> {
         Ok(self
             .open_bucket(&identifier)
             .map(Resource::new_own)
@@ -49,19 +49,19 @@ impl store::Host for KeyValueView<'_> {
 }
 
 impl store::HostBucket for KeyValueView<'_> {
-    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Res<Option<Vec<u8>>> {
+    fn get(&mut self, bucket: Resource<Bucket>, key: String) -> DraftResult<Option<Vec<u8>>> {
         convert(self.get_value(bucket.rep(), &key))
     }
 
-    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Res<()> {
+    fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> DraftResult<()> {
         convert(self.set_value(bucket.rep(), &key, value))
     }
 
-    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Res<()> {
+    fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> DraftResult<()> {
         convert(self.delete_key(bucket.rep(), &key))
     }
 
-    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Res<bool> {
+    fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> DraftResult<bool> {
         convert(self.key_exists(bucket.rep(), &key))
     }
 
@@ -69,7 +69,7 @@ impl store::HostBucket for KeyValueView<'_> {
         &mut self,
         bucket: Resource<Bucket>,
         cursor: Option<String>,
-    ) -> Res<store::KeyResponse> {
+    ) -> DraftResult<store::KeyResponse> {
         let after = match cursor.as_deref().map(KeyValueView::parse_cursor_string) {
             Some(Ok(after)) => Some(after),
             Some(Err(err)) => return Ok(Err(err.into())),
@@ -92,7 +92,7 @@ impl store::HostBucket for KeyValueView<'_> {
 }
 
 impl atomics::HostCas for KeyValueView<'_> {
-    fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Res<Resource<CasHandle>> {
+    fn new(&mut self, bucket: Resource<Bucket>, key: String) -> DraftResult<Resource<CasHandle>> {
         let cas = match self.cas_new(bucket.rep(), key)? {
             Ok(cas) => cas,
             Err(err) => return Ok(Err(err.into())),
@@ -102,7 +102,7 @@ impl atomics::HostCas for KeyValueView<'_> {
         Ok(Ok(handle))
     }
 
-    fn current(&mut self, cas: Resource<CasHandle>) -> Res<Option<Vec<u8>>> {
+    fn current(&mut self, cas: Resource<CasHandle>) -> DraftResult<Option<Vec<u8>>> {
         let found = match self.cas_current(self.table.get(&cas)?)? {
             Ok(found) => found,
             Err(err) => return Ok(Err(err.into())),
@@ -119,8 +119,9 @@ impl atomics::HostCas for KeyValueView<'_> {
 }
 
 impl atomics::Host for KeyValueView<'_> {
-    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Res<i64> {
-        let result = self.increment_counter(bucket.rep(), &key, i128::from(delta), Counter::S64);
+    fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> DraftResult<i64> {
+        let result =
+            self.increment_counter(bucket.rep(), &key, i128::from(delta), CounterType::S64);
         convert(result.map(|r| r.map(|n| n as i64)))
     }
 
@@ -149,7 +150,7 @@ impl atomics::Host for KeyValueView<'_> {
 }
 
 impl batch::Host for KeyValueView<'_> {
-    fn get_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Res<ManyValues> {
+    fn get_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> DraftResult<ManyValues> {
         convert(self.read_many(bucket.rep(), keys))
     }
 
@@ -157,11 +158,11 @@ impl batch::Host for KeyValueView<'_> {
         &mut self,
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
-    ) -> Res<()> {
+    ) -> DraftResult<()> {
         convert(self.write_many(bucket.rep(), key_values))
     }
 
-    fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> Res<()> {
+    fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> DraftResult<()> {
         convert(self.delete_keys(bucket.rep(), keys))
     }
 }

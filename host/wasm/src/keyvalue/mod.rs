@@ -62,13 +62,13 @@ pub fn bucket_for(grants: &Grants, identifier: &str) -> Option<usize> {
 
 /// Why a `wasi:keyvalue` call failed, before it becomes a draft's `error`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum KvError {
+pub(crate) enum KeyValueError {
     AccessDenied,
     /// The draft's `other(string)`: the message names the problem.
     Other(String),
 }
 
-type KvResult<T> = Result<T, KvError>;
+type KeyValueResult<T> = Result<T, KeyValueError>;
 
 /// A key's value and version, if present.
 type Found = Option<(Vec<u8>, u64)>;
@@ -76,8 +76,8 @@ type Found = Option<(Vec<u8>, u64)>;
 /// `get-many`'s answer: a key and its value per key asked, `None` if absent.
 pub(crate) type ManyValues = Vec<Option<(String, Vec<u8>)>>;
 
-fn other(message: impl Into<String>) -> KvError {
-    KvError::Other(message.into())
+fn other(message: impl Into<String>) -> KeyValueError {
+    KeyValueError::Other(message.into())
 }
 
 /// What one instance keeps between its `wasi:keyvalue` calls.
@@ -126,14 +126,14 @@ pub(crate) fn add_to_linker<T: 'static>(
     Ok(())
 }
 
-fn key_error(err: KeyError) -> KvError {
+fn key_error(err: KeyError) -> KeyValueError {
     match err {
         KeyError::Empty(what) => other(format!("invalid key: the {what} is empty")),
         KeyError::TooLarge(limit) => other(format!("key too large: at most {limit} bytes")),
     }
 }
 
-fn batch_too_large(ns: &Namespace) -> KvError {
+fn batch_too_large(ns: &Namespace) -> KeyValueError {
     let l = ns.limits();
     other(format!(
         "batch too large: at most {} keys and {} bytes of keys and values",
@@ -169,16 +169,16 @@ fn parse_counter(value: &[u8]) -> Option<i128> {
 
 /// The integer type of a draft's `increment`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Counter {
+pub(crate) enum CounterType {
     U64,
     S64,
 }
 
-impl Counter {
+impl CounterType {
     fn range(self) -> (&'static str, std::ops::RangeInclusive<i128>) {
         match self {
-            Counter::U64 => ("u64", 0..=i128::from(u64::MAX)),
-            Counter::S64 => ("s64", i128::from(i64::MIN)..=i128::from(i64::MAX)),
+            CounterType::U64 => ("u64", 0..=i128::from(u64::MAX)),
+            CounterType::S64 => ("s64", i128::from(i64::MIN)..=i128::from(i64::MAX)),
         }
     }
 }
@@ -191,7 +191,7 @@ pub(crate) struct Page {
 }
 
 impl KeyValueView<'_> {
-    fn storage_error(&self, err: Error, ns: &Namespace) -> KvError {
+    fn storage_error(&self, err: Error, ns: &Namespace) -> KeyValueError {
         match err {
             Error::Input(InputError::KeyTooLarge { .. }) => {
                 key_error(KeyError::TooLarge(ns.limits().max_key_bytes))
@@ -214,12 +214,12 @@ impl KeyValueView<'_> {
     }
 
     /// `open`: the bucket's handle representation (the grant's index).
-    pub(crate) fn open_bucket(&self, identifier: &str) -> KvResult<u32> {
+    pub(crate) fn open_bucket(&self, identifier: &str) -> KeyValueResult<u32> {
         match bucket_for(&self.access.grants, identifier) {
             Some(index) => Ok(index as u32),
             None => {
                 tracing::debug!(bucket = %identifier.escape_debug(), "guest opened an ungranted bucket");
-                Err(KvError::AccessDenied)
+                Err(KeyValueError::AccessDenied)
             }
         }
     }
@@ -229,7 +229,7 @@ impl KeyValueView<'_> {
         self.access.granted(rep)
     }
 
-    fn check_value(ns: &Namespace, value: &[u8]) -> KvResult<()> {
+    fn check_value(ns: &Namespace, value: &[u8]) -> KeyValueResult<()> {
         let max = ns.limits().max_value_bytes;
         if value.len() > max as usize {
             return Err(other(format!("value too large: at most {max} bytes")));
@@ -238,7 +238,7 @@ impl KeyValueView<'_> {
     }
 
     /// The value of `key` and its version.
-    fn read(&self, ns: &Namespace, key: &str) -> KvResult<Found> {
+    fn read(&self, ns: &Namespace, key: &str) -> KeyValueResult<Found> {
         let stored = ns.key(key.as_bytes(), "key").map_err(key_error)?;
         match self.access.engine.read().get(&stored) {
             Ok(found) => Ok(found.map(|v| (v.value, v.version))),
@@ -250,14 +250,18 @@ impl KeyValueView<'_> {
         &self,
         bucket: u32,
         key: &str,
-    ) -> wasmtime::Result<KvResult<Option<Vec<u8>>>> {
+    ) -> wasmtime::Result<KeyValueResult<Option<Vec<u8>>>> {
         let ns = self.bucket(bucket)?;
         Ok(self
             .read(ns, key)
             .map(|found| found.map(|(value, _)| value)))
     }
 
-    pub(crate) fn key_exists(&self, bucket: u32, key: &str) -> wasmtime::Result<KvResult<bool>> {
+    pub(crate) fn key_exists(
+        &self,
+        bucket: u32,
+        key: &str,
+    ) -> wasmtime::Result<KeyValueResult<bool>> {
         let ns = self.bucket(bucket)?;
         let stored = match ns.key(key.as_bytes(), "key") {
             Ok(stored) => stored,
@@ -273,7 +277,12 @@ impl KeyValueView<'_> {
 
     /// Applies a batch the caller has checked; `Ok(false)` if a condition
     /// failed (nothing was written).
-    fn apply(&self, ns: &Namespace, conditions: Vec<Condition>, ops: Vec<Op>) -> KvResult<bool> {
+    fn apply(
+        &self,
+        ns: &Namespace,
+        conditions: Vec<Condition>,
+        ops: Vec<Op>,
+    ) -> KeyValueResult<bool> {
         let command = Command::Batch { conditions, ops };
         command
             .validate(&ns.limits().as_store_limits(ns.prefix().len()))
@@ -291,7 +300,7 @@ impl KeyValueView<'_> {
     }
 
     /// A single set or delete; the version it wrote does not matter here.
-    fn apply_one(&self, ns: &Namespace, command: Command) -> KvResult<()> {
+    fn apply_one(&self, ns: &Namespace, command: Command) -> KeyValueResult<()> {
         match self.access.engine.apply(command) {
             Ok(_) => Ok(()),
             Err(err) => Err(self.storage_error(err, ns)),
@@ -303,7 +312,7 @@ impl KeyValueView<'_> {
         bucket: u32,
         key: &str,
         value: Vec<u8>,
-    ) -> wasmtime::Result<KvResult<()>> {
+    ) -> wasmtime::Result<KeyValueResult<()>> {
         let ns = self.bucket(bucket)?;
         if let Err(err) = Self::check_value(ns, &value) {
             return Ok(Err(err));
@@ -314,7 +323,11 @@ impl KeyValueView<'_> {
         })
     }
 
-    pub(crate) fn delete_key(&self, bucket: u32, key: &str) -> wasmtime::Result<KvResult<()>> {
+    pub(crate) fn delete_key(
+        &self,
+        bucket: u32,
+        key: &str,
+    ) -> wasmtime::Result<KeyValueResult<()>> {
         let ns = self.bucket(bucket)?;
         Ok(ns
             .key(key.as_bytes(), "key")
@@ -331,7 +344,7 @@ impl KeyValueView<'_> {
         &self,
         bucket: u32,
         after: Option<&[u8]>,
-    ) -> wasmtime::Result<KvResult<Page>> {
+    ) -> wasmtime::Result<KeyValueResult<Page>> {
         let ns = self.bucket(bucket)?;
         let after = match after {
             Some(after) => match ns.key(after, "cursor") {
@@ -377,7 +390,7 @@ impl KeyValueView<'_> {
     }
 
     /// The key a first-draft cursor stands for.
-    pub(crate) fn load_cursor(&self, bucket: u32, token: u64) -> KvResult<Vec<u8>> {
+    pub(crate) fn load_cursor(&self, bucket: u32, token: u64) -> KeyValueResult<Vec<u8>> {
         self.state
             .cursors
             .iter()
@@ -396,7 +409,7 @@ impl KeyValueView<'_> {
         hex(after)
     }
 
-    pub(crate) fn parse_cursor_string(cursor: &str) -> KvResult<Vec<u8>> {
+    pub(crate) fn parse_cursor_string(cursor: &str) -> KeyValueResult<Vec<u8>> {
         unhex(cursor).filter(|key| !key.is_empty()).ok_or_else(|| {
             other("invalid cursor: pass back a cursor that list-keys returned".to_string())
         })
@@ -411,8 +424,8 @@ impl KeyValueView<'_> {
         bucket: u32,
         key: &str,
         delta: i128,
-        counter: Counter,
-    ) -> wasmtime::Result<KvResult<i128>> {
+        counter: CounterType,
+    ) -> wasmtime::Result<KeyValueResult<i128>> {
         let ns = self.bucket(bucket)?;
         Ok(self.increment_in(ns, key, delta, counter))
     }
@@ -422,8 +435,8 @@ impl KeyValueView<'_> {
         ns: &Namespace,
         key: &str,
         delta: i128,
-        counter: Counter,
-    ) -> KvResult<i128> {
+        counter: CounterType,
+    ) -> KeyValueResult<i128> {
         let (name, range) = counter.range();
         let stored = ns.key(key.as_bytes(), "key").map_err(key_error)?;
         for _ in 0..INCREMENT_ATTEMPTS {
@@ -476,7 +489,7 @@ impl KeyValueView<'_> {
         &self,
         bucket: u32,
         keys: Vec<String>,
-    ) -> wasmtime::Result<KvResult<ManyValues>> {
+    ) -> wasmtime::Result<KeyValueResult<ManyValues>> {
         let ns = self.bucket(bucket)?;
         let limits = ns.limits();
         if keys.len() > limits.max_batch_ops as usize {
@@ -508,7 +521,7 @@ impl KeyValueView<'_> {
         &self,
         bucket: u32,
         pairs: Vec<(String, Vec<u8>)>,
-    ) -> wasmtime::Result<KvResult<()>> {
+    ) -> wasmtime::Result<KeyValueResult<()>> {
         let ns = self.bucket(bucket)?;
         let ops = pairs
             .into_iter()
@@ -519,7 +532,7 @@ impl KeyValueView<'_> {
                     value,
                 })
             })
-            .collect::<KvResult<Vec<_>>>();
+            .collect::<KeyValueResult<Vec<_>>>();
         Ok(ops.and_then(|ops| self.write_all(ns, ops)))
     }
 
@@ -528,7 +541,7 @@ impl KeyValueView<'_> {
         &self,
         bucket: u32,
         keys: Vec<String>,
-    ) -> wasmtime::Result<KvResult<()>> {
+    ) -> wasmtime::Result<KeyValueResult<()>> {
         let ns = self.bucket(bucket)?;
         let ops = keys
             .into_iter()
@@ -537,13 +550,13 @@ impl KeyValueView<'_> {
                     key: ns.key(key.as_bytes(), "key").map_err(key_error)?,
                 })
             })
-            .collect::<KvResult<Vec<_>>>();
+            .collect::<KeyValueResult<Vec<_>>>();
         Ok(ops.and_then(|ops| self.write_all(ns, ops)))
     }
 
     /// Unconditional writes, all or none, within the guest's batch limits
     /// (counted as `hightower:kv` counts them: keys, relative, and values).
-    fn write_all(&self, ns: &Namespace, ops: Vec<Op>) -> KvResult<()> {
+    fn write_all(&self, ns: &Namespace, ops: Vec<Op>) -> KeyValueResult<()> {
         let limits = ns.limits();
         let prefix = ns.prefix().len() as u64;
         let bytes: u64 = ops
@@ -564,7 +577,7 @@ impl KeyValueView<'_> {
         &mut self,
         bucket: u32,
         key: String,
-    ) -> wasmtime::Result<KvResult<CasHandle>> {
+    ) -> wasmtime::Result<KeyValueResult<CasHandle>> {
         let ns = self.bucket(bucket)?;
         if self.state.open_cas >= MAX_OPEN_CAS {
             return Ok(Err(other(format!(
@@ -589,7 +602,7 @@ impl KeyValueView<'_> {
 
     /// `cas.current`: the key's value now and its version, which the
     /// handle expects from then on.
-    pub(crate) fn cas_current(&self, cas: &CasHandle) -> wasmtime::Result<KvResult<Found>> {
+    pub(crate) fn cas_current(&self, cas: &CasHandle) -> wasmtime::Result<KeyValueResult<Found>> {
         let ns = self.bucket(cas.bucket)?;
         Ok(self.read(ns, &cas.key))
     }
@@ -601,7 +614,7 @@ impl KeyValueView<'_> {
         &self,
         cas: &CasHandle,
         value: Vec<u8>,
-    ) -> wasmtime::Result<KvResult<Result<(), Option<u64>>>> {
+    ) -> wasmtime::Result<KeyValueResult<Result<(), Option<u64>>>> {
         let ns = self.bucket(cas.bucket)?;
         Ok(self.cas_swap_in(ns, cas, value))
     }
@@ -611,7 +624,7 @@ impl KeyValueView<'_> {
         ns: &Namespace,
         cas: &CasHandle,
         value: Vec<u8>,
-    ) -> KvResult<Result<(), Option<u64>>> {
+    ) -> KeyValueResult<Result<(), Option<u64>>> {
         Self::check_value(ns, &value)?;
         let key = ns.key(cas.key.as_bytes(), "key").map_err(key_error)?;
         let condition = match cas.expected {
