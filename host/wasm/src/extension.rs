@@ -83,6 +83,7 @@ impl Extension {
         Ok(extension)
     }
 
+    /// The name it was loaded with, as in logs and errors.
     pub fn name(&self) -> &str {
         &self.name
     }
