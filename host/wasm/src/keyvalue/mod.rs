@@ -16,8 +16,10 @@
 //! state kept per instance (list cursors of the first draft, open `cas`
 //! handles) has fixed caps.
 
-pub(crate) mod draft;
-pub(crate) mod draft2;
+#[macro_use]
+mod draft_shared;
+mod draft;
+mod draft2;
 
 use std::collections::VecDeque;
 
