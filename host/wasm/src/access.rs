@@ -9,7 +9,7 @@ use super::namespace::{Grants, Namespace};
 
 /// The store and the namespaces one component was granted.
 pub(crate) struct StoreAccess {
-    pub engine: Arc<KvEngine>,
+    pub kv: Arc<KvEngine>,
     pub grants: Arc<Grants>,
 }
 

@@ -148,7 +148,7 @@ impl HostNamespace for KvStoreView<'_> {
             Ok(key) => key,
             Err(err) => return Ok(Err(err.into())),
         };
-        Ok(match self.access.engine.read().get(&key) {
+        Ok(match self.access.kv.read().get(&key) {
             Ok(found) => Ok(found.map(|v| Entry {
                 value: v.value,
                 version: v.version,
@@ -165,7 +165,7 @@ impl HostNamespace for KvStoreView<'_> {
         };
         Ok(self
             .access
-            .engine
+            .kv
             .read()
             .contains(&key)
             .map_err(|err| self.storage_error(err, ns)))
@@ -186,15 +186,13 @@ impl HostNamespace for KvStoreView<'_> {
         if value.len() > max_value as usize {
             return Ok(Err(WitError::ValueTooLarge(max_value)));
         }
-        Ok(
-            match self.access.engine.apply(Command::Set { key, value }) {
-                Ok(applied) => match applied.outcome {
-                    Outcome::Set { version } => Ok(version),
-                    other => return Err(unexpected(&other)),
-                },
-                Err(err) => Err(self.storage_error(err, ns)),
+        Ok(match self.access.kv.apply(Command::Set { key, value }) {
+            Ok(applied) => match applied.outcome {
+                Outcome::Set { version } => Ok(version),
+                other => return Err(unexpected(&other)),
             },
-        )
+            Err(err) => Err(self.storage_error(err, ns)),
+        })
     }
 
     fn delete(
@@ -207,7 +205,7 @@ impl HostNamespace for KvStoreView<'_> {
             Ok(key) => key,
             Err(err) => return Ok(Err(err.into())),
         };
-        Ok(match self.access.engine.apply(Command::Delete { key }) {
+        Ok(match self.access.kv.apply(Command::Delete { key }) {
             Ok(applied) => match applied.outcome {
                 Outcome::Deleted { version } => Ok(version),
                 other => return Err(unexpected(&other)),
@@ -245,11 +243,11 @@ impl HostNamespace for KvStoreView<'_> {
             page_size
         } as usize;
         // One more than asked tells whether another page follows.
-        let listed =
-            self.access
-                .engine
-                .read()
-                .keys_with_prefix(&prefix, Some(&after), page_size + 1);
+        let listed = self
+            .access
+            .kv
+            .read()
+            .keys_with_prefix(&prefix, Some(&after), page_size + 1);
         let mut keys = match listed {
             Ok(keys) => keys,
             Err(err) => return Ok(Err(self.storage_error(err, ns))),
@@ -272,7 +270,7 @@ impl HostNamespace for KvStoreView<'_> {
             Ok(command) => command,
             Err(err) => return Ok(Err(err)),
         };
-        Ok(match self.access.engine.apply(command) {
+        Ok(match self.access.kv.apply(command) {
             Ok(applied) => match applied.outcome {
                 Outcome::Batch { last_version, .. } => Ok(last_version),
                 Outcome::ConditionFailed { key, .. } => {

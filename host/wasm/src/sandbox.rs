@@ -117,7 +117,7 @@ impl Sandbox {
         max_hostcall_bytes: usize,
     ) -> Store<Ctx> {
         let access = StoreAccess {
-            engine: self.kv.clone(),
+            kv: self.kv.clone(),
             grants,
         };
         let limiter = SandboxLimiter {

@@ -242,7 +242,7 @@ impl KeyValueView<'_> {
     /// The value of `key` and its version.
     fn read(&self, ns: &Namespace, key: &str) -> KeyValueResult<Found> {
         let stored = ns.key(key.as_bytes(), "key").map_err(key_error)?;
-        match self.access.engine.read().get(&stored) {
+        match self.access.kv.read().get(&stored) {
             Ok(found) => Ok(found.map(|v| (v.value, v.version))),
             Err(err) => Err(self.storage_error(err, ns)),
         }
@@ -271,7 +271,7 @@ impl KeyValueView<'_> {
         };
         Ok(self
             .access
-            .engine
+            .kv
             .read()
             .contains(&stored)
             .map_err(|err| self.storage_error(err, ns)))
@@ -289,7 +289,7 @@ impl KeyValueView<'_> {
         command
             .validate(&ns.limits().as_store_limits(ns.prefix().len()))
             .map_err(|_| batch_too_large(ns))?;
-        match self.access.engine.apply(command) {
+        match self.access.kv.apply(command) {
             Ok(applied) => match applied.outcome {
                 Outcome::Batch { .. } => Ok(true),
                 Outcome::ConditionFailed { .. } => Ok(false),
@@ -303,7 +303,7 @@ impl KeyValueView<'_> {
 
     /// A single set or delete; the version it wrote does not matter here.
     fn apply_one(&self, ns: &Namespace, command: Command) -> KeyValueResult<()> {
-        match self.access.engine.apply(command) {
+        match self.access.kv.apply(command) {
             Ok(_) => Ok(()),
             Err(err) => Err(self.storage_error(err, ns)),
         }
@@ -359,7 +359,7 @@ impl KeyValueView<'_> {
         let page_size = ns.limits().max_page_keys as usize;
         let listed =
             self.access
-                .engine
+                .kv
                 .read()
                 .keys_with_prefix(ns.prefix(), Some(&after), page_size + 1);
         let mut stored = match listed {
