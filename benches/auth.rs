@@ -4,7 +4,7 @@
 //! p = 1), a wrong password next to an unknown user (they should cost the
 //! same), and `verify-api-key` (no slow hash; aim ≥ 50,000/s).
 //!
-//! Run with `cargo bench -p hightower --bench auth`; criterion's medians are
+//! Run with `cargo bench -p hightower-wasm --bench auth`; criterion's medians are
 //! in `target/criterion/auth-*/*/new/estimates.json`. On a shared machine the
 //! load drifts between criterion's benchmarks, which run one after the
 //! other, so the three comparisons are also measured interleaved (the two

@@ -25,7 +25,7 @@
 //! touched counts until the kernel reclaims it).
 //!
 //! Output: `bounded.<name> <value>` lines;
-//! `cargo bench -p hightower --bench bounded | grep '^bounded\.'`.
+//! `cargo bench -p hightower-engine --bench bounded | grep '^bounded\.'`.
 //! Quick run: `HIGHTOWER_BENCH_KEYS=1000000 HIGHTOWER_BENCH_HOT_BUDGET_MIB=8`.
 //! `HIGHTOWER_BENCH_KEEP=1` keeps the store (its path goes to stderr).
 

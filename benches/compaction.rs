@@ -34,7 +34,7 @@
 //! a first get, in this process) to time a restart after a compaction.
 //!
 //! Output: `compaction.<name> <value>` lines;
-//! `cargo bench -p hightower --bench compaction_bench | grep '^compaction\.'`.
+//! `cargo bench -p hightower-engine --bench compaction_bench | grep '^compaction\.'`.
 //! Quick run: `HIGHTOWER_BENCH_KEYS=200000 HIGHTOWER_BENCH_ROUNDS=1`.
 
 #[path = "support/mod.rs"]

@@ -22,12 +22,14 @@
 //! larger store. The gets share one store of `$HIGHTOWER_BENCH_KEYS` keys
 //! (default 1,000,000), filled once with 1,000-op batches outside the timing.
 //!
-//! Quick run: `HIGHTOWER_BENCH_KEYS=100000 cargo bench -p hightower --bench engine`;
-//! one group: `cargo bench -p hightower --bench engine -- durable_put`.
+//! Quick run: `HIGHTOWER_BENCH_KEYS=100000 cargo bench -p hightower-engine --bench engine`;
+//! one group: `cargo bench -p hightower-engine --bench engine -- durable_put`.
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::cell::OnceCell;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,82 +37,16 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use hightower_engine::{Command, Config, KvEngine, Op, Outcome, SyncMode};
+use hightower_engine::{Command, Config, KvEngine, Outcome, SyncMode};
+use support::{BATCH_OPS, Rng, VALUE_BYTES, env_u64, key, set_batch, temp_store_dir};
 
-const KEY_BYTES: usize = 16;
-const VALUE_BYTES: usize = 100;
-const BATCH_OPS: u64 = 1_000;
 const GETS_PER_ITER: u64 = 1_000;
 const DEFAULT_KEYS: u64 = 1_000_000;
 const CONCURRENT_WRITERS: u64 = 8;
 
 /// Keys of the pre-filled store used by the get benchmarks.
 fn store_keys() -> u64 {
-    std::env::var("HIGHTOWER_BENCH_KEYS")
-        .ok()
-        .map(|s| {
-            s.replace('_', "")
-                .parse()
-                .expect("HIGHTOWER_BENCH_KEYS must be a number")
-        })
-        .unwrap_or(DEFAULT_KEYS)
-        .max(1)
-}
-
-/// Parent of the benchmark data directories: `$HIGHTOWER_BENCH_DIR`, else
-/// cargo's per-target scratch directory, else the system temp directory.
-fn bench_root() -> PathBuf {
-    let root = std::env::var_os("HIGHTOWER_BENCH_DIR")
-        .map(PathBuf::from)
-        .or_else(|| option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from))
-        .unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&root).expect("create the benchmark directory");
-    root
-}
-
-/// The `i`th key: 8 scrambled bytes (so keys do not arrive in order) and
-/// `i` itself (so keys are distinct). Keys with `i >= n` are not in a store
-/// filled with keys `0..n`.
-fn key(i: u64) -> [u8; KEY_BYTES] {
-    let mut k = [0; KEY_BYTES];
-    k[..8].copy_from_slice(&mix(i).to_le_bytes());
-    k[8..].copy_from_slice(&i.to_be_bytes());
-    k
-}
-
-/// SplitMix64's finaliser: a bijection that scatters consecutive inputs.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// A small deterministic generator (SplitMix64): no dependency, a few ns a call.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    /// Uniform in `0..n` (multiply-shift; the bias is negligible for our `n`).
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    fn value(&mut self) -> [u8; VALUE_BYTES] {
-        let mut v = [0; VALUE_BYTES];
-        for chunk in v.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next_u64().to_le_bytes()[..chunk.len()]);
-        }
-        v
-    }
+    env_u64("HIGHTOWER_BENCH_KEYS", DEFAULT_KEYS).max(1)
 }
 
 /// An engine in its own temporary directory; the directory goes with it.
@@ -121,10 +57,7 @@ struct Store {
 
 impl Store {
     fn open(sync: SyncMode) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("hightower-bench-")
-            .tempdir_in(bench_root())
-            .expect("create a temporary data directory");
+        let dir = temp_store_dir("hightower-bench-");
         let config = Config {
             sync,
             ..Config::new(dir.path())
@@ -136,14 +69,8 @@ impl Store {
     /// A `sync = os` store holding keys `0..n`, written in 1,000-op batches.
     fn filled(n: u64) -> Self {
         let store = Store::open(SyncMode::Os);
-        let mut rng = Rng::new(0xF111);
         let started = Instant::now();
-        let mut next = 0;
-        while next < n {
-            let ops = BATCH_OPS.min(n - next);
-            store.apply_batch(batch(&mut rng, next, ops), ops);
-            next += ops;
-        }
+        support::fill(&store.engine, n, &mut Rng(0xF111));
         let elapsed = started.elapsed();
         let stats = store.engine.stats().storage;
         assert_eq!(stats.keys, n);
@@ -166,25 +93,12 @@ impl Store {
     }
 }
 
-/// A batch setting keys `first..first + ops` to random values.
-fn batch(rng: &mut Rng, first: u64, ops: u64) -> Command {
-    Command::Batch {
-        conditions: Vec::new(),
-        ops: (first..first + ops)
-            .map(|i| Op::Set {
-                key: key(i).to_vec(),
-                value: rng.value().to_vec(),
-            })
-            .collect(),
-    }
-}
-
 /// Random bytes that values are sliced from, so a put does not pay for generating them.
 struct ValuePool(Vec<u8>);
 
 impl ValuePool {
     fn new(seed: u64) -> Self {
-        let mut rng = Rng::new(seed);
+        let mut rng = Rng(seed);
         ValuePool((0..64 << 10).map(|_| rng.next_u64() as u8).collect())
     }
 
@@ -206,11 +120,11 @@ fn fill(c: &mut Criterion) {
     group.bench_function("batch_1000_sync_os", |b| {
         b.iter_custom(|iters| {
             let store = Store::open(SyncMode::Os);
-            let mut rng = Rng::new(iters);
+            let mut rng = Rng(iters);
             let mut measured = Duration::ZERO;
             for n in 0..iters {
                 // Building the command is the caller's cost, not the engine's.
-                let command = batch(&mut rng, n * BATCH_OPS, BATCH_OPS);
+                let command = set_batch(&mut rng, n * BATCH_OPS, BATCH_OPS);
                 let started = Instant::now();
                 store.apply_batch(command, BATCH_OPS);
                 measured += started.elapsed();
@@ -234,7 +148,7 @@ fn put(c: &mut Criterion) {
     group.bench_function("single_sync_os", |b| {
         b.iter_custom(|iters| {
             let store = Store::open(SyncMode::Os);
-            let mut rng = Rng::new(iters);
+            let mut rng = Rng(iters);
             let started = Instant::now();
             for i in 0..iters {
                 black_box(store.engine.put(key(i), pool.pick(&mut rng)).unwrap());
@@ -259,7 +173,7 @@ fn get(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(6));
     group.bench_function(BenchmarkId::new("existing", n), |b| {
         let engine = &store().engine;
-        let mut rng = Rng::new(3);
+        let mut rng = Rng(3);
         b.iter(|| {
             let mut bytes = 0;
             for _ in 0..GETS_PER_ITER {
@@ -272,7 +186,7 @@ fn get(c: &mut Criterion) {
     });
     group.bench_function(BenchmarkId::new("absent", n), |b| {
         let engine = &store().engine;
-        let mut rng = Rng::new(4);
+        let mut rng = Rng(4);
         b.iter(|| {
             let mut found = 0;
             for _ in 0..GETS_PER_ITER {
@@ -311,7 +225,7 @@ fn durable_put(c: &mut Criterion) {
                     .map(|w| next_key.fetch_add(per_writer(w), Ordering::Relaxed))
                     .collect();
                 let write = |w: u64| {
-                    let mut rng = Rng::new(first_keys[w as usize]);
+                    let mut rng = Rng(first_keys[w as usize]);
                     for i in 0..per_writer(w) {
                         let k = key(first_keys[w as usize] + i);
                         black_box(engine.put(k, pool.pick(&mut rng)).unwrap());

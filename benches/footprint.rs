@@ -27,7 +27,7 @@
 //! `HIGHTOWER_BENCH_KEEP=1` keeps the store (its path goes to stderr).
 //!
 //! Output: one `footprint.<name> <value>` line per figure, units in the name;
-//! `cargo bench -p hightower --bench footprint | grep '^footprint\.'`.
+//! `cargo bench -p hightower-engine --bench footprint | grep '^footprint\.'`.
 //! The peak RSS is the process's `VmHWM`, which counts the pages of memory-mapped
 //! segments that reads touched as well as the heap (`rss_file` / `rss_anon`).
 //! `index_memory_bytes` is the engine's own count: hot-index tables plus the

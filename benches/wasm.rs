@@ -1,7 +1,7 @@
 //! The WebAssembly host's per-call costs, each next to the same operation
 //! called natively: a guest `get` (hit and miss, 100-byte value), a guest
 //! conditional batch (compare-and-set), an empty host-to-guest call,
-//! instantiation, loading from the compiled cache, and compiling. Run with `cargo bench -p hightower --bench wasm`.
+//! instantiation, loading from the compiled cache, and compiling. Run with `cargo bench -p hightower-wasm --bench wasm`.
 //!
 //! A guest operation is timed inside the guest: one call into the guest
 //! runs it N times in a loop (`get-loop`, `batch-loop`), so the figure is

@@ -1,10 +1,11 @@
-//! What the plain-`main` benchmarks (`footprint`, `bounded`, `compaction`)
-//! share: the workload's keys and values, settings from the environment,
-//! `/proc/self/status` memory figures, medians, a latency histogram, and
-//! running a phase in a child process (so its peak RSS is its own).
+//! What the engine's benchmarks (`engine`, `footprint`, `bounded`,
+//! `compaction`) share: the workload's keys and values, settings from the
+//! environment, `/proc/self/status` memory figures, medians, a latency
+//! histogram, and running a phase in a child process (so its peak RSS is
+//! its own).
 //!
-//! Keys are the same as `benches/engine.rs`'s: 8 scrambled bytes, then the
-//! key number big-endian (16 bytes); values are 100 random bytes.
+//! Keys are 8 scrambled bytes, then the key number big-endian (16 bytes);
+//! values are 100 random bytes.
 
 #![allow(dead_code)] // Each benchmark uses a different subset.
 

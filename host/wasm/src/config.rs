@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use hightower_engine::ConfigError;
 
 /// Limits and settings of the WebAssembly host. Every component loaded by one
-/// [`super::WasmRuntime`] gets these. Key, value and batch limits for guests
-/// are the store's ([`crate::Config`]) capped by the values below.
+/// [`WasmRuntime`](crate::WasmRuntime) gets these. Key, value and batch
+/// limits for guests are the store's ([`hightower_engine::Config`]) capped by
+/// the values below. The `[wasm]` table of a config file has these names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxConfig {
@@ -72,10 +73,12 @@ impl Default for SandboxConfig {
 const WASM_PAGE_BYTES: u64 = 64 << 10;
 
 impl SandboxConfig {
+    /// `call_timeout_ms` as a duration.
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.call_timeout_ms)
     }
 
+    /// `epoch_tick_ms` as a duration.
     pub fn epoch_tick(&self) -> Duration {
         Duration::from_millis(self.epoch_tick_ms)
     }

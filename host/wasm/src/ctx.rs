@@ -1,46 +1,36 @@
-//! What a component instance's `Store` holds, the borrowed view the host
-//! functions work on, and the one place everything is linked.
+//! [`Ctx`]: what a component instance's `Store` holds, the WASI it gets,
+//! and the one place every interface is linked, each through the view it
+//! borrows from the `Ctx`.
 
-use std::sync::Arc;
-
-use wasmtime::Store;
-use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::cli::StdoutStream;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings;
-use super::config::SandboxConfig;
-use super::keyvalue::{self, KeyValueState};
+use super::access::StoreAccess;
+use super::keyvalue::{self, KeyValueState, KeyValueView};
+use super::kv_store::{self, KvStoreView};
 use super::limiter::SandboxLimiter;
-use super::namespace::Grants;
-use hightower_engine::KvEngine;
 
 /// The data of one instance's `Store`.
 pub(crate) struct Ctx {
-    pub wasi: WasiCtx,
-    pub table: ResourceTable,
+    wasi: WasiCtx,
+    table: ResourceTable,
     pub limiter: SandboxLimiter,
-    pub kv: KvCtx,
+    access: StoreAccess,
     /// `wasi:keyvalue` state: list cursors, open `cas` handles.
-    pub keyvalue: KeyValueState,
+    keyvalue: KeyValueState,
 }
 
-/// What the `hightower:kv/store` functions need: the engine and the grants.
-pub(crate) struct KvCtx {
-    pub engine: Arc<KvEngine>,
-    pub grants: Arc<Grants>,
-}
-
-/// The borrowed view the store's host functions are implemented on.
-pub(crate) struct KvView<'a> {
-    pub kv: &'a KvCtx,
-}
-
-/// Marker tying [`KvView`] to `bindgen!`'s `add_to_linker`.
-pub(crate) struct KvStore;
-
-impl HasData for KvStore {
-    type Data<'a> = KvView<'a>;
+impl Ctx {
+    pub fn new(wasi: WasiCtx, access: StoreAccess, limiter: SandboxLimiter) -> Self {
+        Ctx {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            access,
+            keyvalue: KeyValueState::default(),
+        }
+    }
 }
 
 impl WasiView for Ctx {
@@ -57,8 +47,14 @@ impl WasiView for Ctx {
 /// `wasi:keyvalue` in both drafts (on the same namespaces).
 pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
-    bindings::Extension::add_to_linker::<Ctx, KvStore>(linker, |ctx| KvView { kv: &ctx.kv })?;
-    keyvalue::add_to_linker(linker)?;
+    kv_store::add_to_linker(linker, |ctx| KvStoreView {
+        access: &ctx.access,
+    })?;
+    keyvalue::add_to_linker(linker, |ctx| KeyValueView {
+        access: &ctx.access,
+        table: &mut ctx.table,
+        state: &mut ctx.keyvalue,
+    })?;
     Ok(())
 }
 
@@ -79,34 +75,4 @@ pub(crate) fn sandbox_wasi(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build()
-}
-
-/// A store for one instance, with the sandbox's limits applied.
-pub(crate) fn new_store(
-    engine: &wasmtime::Engine,
-    config: &SandboxConfig,
-    kv: KvCtx,
-    wasi: WasiCtx,
-    max_hostcall_bytes: usize,
-) -> Store<Ctx> {
-    let limiter = SandboxLimiter {
-        max_memory_bytes: config.max_memory_bytes,
-        max_table_elements: config.max_table_elements as usize,
-    };
-    let mut store = Store::new(
-        engine,
-        Ctx {
-            wasi,
-            table: ResourceTable::new(),
-            limiter,
-            kv,
-            keyvalue: KeyValueState::default(),
-        },
-    );
-    store.limiter(|ctx| &mut ctx.limiter);
-    store.set_hostcall_fuel(max_hostcall_bytes);
-    // Instantiation may run the guest's initialisers: bound them too.
-    store.set_epoch_deadline(config.deadline_ticks());
-    store.epoch_deadline_trap();
-    store
 }

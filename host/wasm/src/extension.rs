@@ -7,12 +7,11 @@ use wasmtime::Store;
 use wasmtime::component::{Component, ComponentNamedList, Instance, InstancePre, Lift, Lower};
 
 use super::cache::CompiledFrom;
-use super::ctx::{Ctx, KvCtx, new_store, sandbox_wasi};
+use super::ctx::{Ctx, sandbox_wasi};
 use super::error::WasmError;
 use super::guest_log::{GuestLog, Stream};
-use super::limiter::MemoryLimitExceeded;
 use super::namespace::Grants;
-use super::runtime::Shared;
+use super::sandbox::Sandbox;
 
 /// A loaded component, linked and ready to instantiate, with the namespaces
 /// it was granted. `Send + Sync`: call it from any number of threads.
@@ -24,13 +23,13 @@ use super::runtime::Shared;
 /// data, trap or panic) is discarded; the next call gets a fresh one from
 /// the [`InstancePre`].
 pub struct Extension {
-    shared: Arc<Shared>,
+    sandbox: Arc<Sandbox>,
     name: Arc<str>,
     pre: InstancePre<Ctx>,
     grants: Arc<Grants>,
     max_hostcall_bytes: usize,
     compiled_from: CompiledFrom,
-    idle: Mutex<Vec<Live>>,
+    idle: Mutex<Vec<GuestInstance>>,
 }
 
 impl std::fmt::Debug for Extension {
@@ -44,8 +43,8 @@ impl std::fmt::Debug for Extension {
     }
 }
 
-/// One instance and its store.
-struct Live {
+/// One instance and its store, idle in the pool or serving a call.
+struct GuestInstance {
     store: Store<Ctx>,
     instance: Instance,
     stderr: GuestLog,
@@ -53,14 +52,14 @@ struct Live {
 
 impl Extension {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        sandbox: Arc<Sandbox>,
         name: &str,
         component: &Component,
         grants: Grants,
         compiled_from: CompiledFrom,
     ) -> Result<Self, WasmError> {
         let pre =
-            shared
+            sandbox
                 .linker
                 .instantiate_pre(component)
                 .map_err(|err| WasmError::Instantiate {
@@ -69,7 +68,7 @@ impl Extension {
                 })?;
         let max_hostcall_bytes = grants.max_hostcall_bytes();
         let extension = Extension {
-            shared,
+            sandbox,
             name: name.into(),
             pre,
             grants: Arc::new(grants),
@@ -79,11 +78,12 @@ impl Extension {
         };
         // Instantiate once now, so that a component that cannot start fails
         // at load time rather than on its first call.
-        let live = extension.instantiate()?;
-        extension.check_in(live);
+        let instance = extension.instantiate()?;
+        extension.check_in(instance);
         Ok(extension)
     }
 
+    /// The name it was loaded with, as in logs and errors.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -107,17 +107,17 @@ impl Extension {
         P: ComponentNamedList + Lower + Send + Sync,
         R: ComponentNamedList + Lift + Send + Sync,
     {
-        let mut live = match self.check_out() {
-            Some(live) => live,
+        let mut guest = match self.check_out() {
+            Some(guest) => guest,
             None => self.instantiate()?,
         };
-        let func = match live
+        let func = match guest
             .instance
-            .get_typed_func::<P, R>(&mut live.store, export)
+            .get_typed_func::<P, R>(&mut guest.store, export)
         {
             Ok(func) => func,
             Err(err) => {
-                self.check_in(live);
+                self.check_in(guest);
                 return Err(WasmError::Export {
                     component: self.name.to_string(),
                     export: export.to_string(),
@@ -125,15 +125,22 @@ impl Extension {
                 });
             }
         };
-        live.store
-            .set_epoch_deadline(self.shared.config.deadline_ticks());
-        match func.call(&mut live.store, params) {
+        guest
+            .store
+            .set_epoch_deadline(self.sandbox.config.deadline_ticks());
+        match func.call(&mut guest.store, params) {
             Ok(results) => {
-                self.check_in(live);
+                self.check_in(guest);
                 Ok(results)
             }
             Err(err) => {
-                let error = self.classify(export, err, &live.stderr);
+                let error = self.sandbox.classify(
+                    &self.name,
+                    export,
+                    err,
+                    &guest.stderr,
+                    self.max_hostcall_bytes,
+                );
                 tracing::warn!(component = &*self.name, %error, "guest call failed; instance discarded");
                 Err(error)
             }
@@ -145,10 +152,10 @@ impl Extension {
     /// Instantiates at least once (with no room in the pool, the instance
     /// is dropped: a way to measure instantiation).
     pub fn warm(&self, count: usize) -> Result<(), WasmError> {
-        let wanted = count.min(self.shared.config.max_idle_instances);
+        let wanted = count.min(self.sandbox.config.max_idle_instances);
         loop {
-            let live = self.instantiate()?;
-            self.check_in(live);
+            let instance = self.instantiate()?;
+            self.check_in(instance);
             if self.idle_instances() >= wanted {
                 return Ok(());
             }
@@ -160,111 +167,36 @@ impl Extension {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    fn instantiate(&self) -> Result<Live, WasmError> {
+    fn instantiate(&self) -> Result<GuestInstance, WasmError> {
         let stdout = GuestLog::new(self.name.clone(), Stream::Stdout);
         let stderr = GuestLog::new(self.name.clone(), Stream::Stderr);
         let wasi = sandbox_wasi(stdout, stderr.clone(), &[]);
-        let kv = KvCtx {
-            engine: self.shared.kv.clone(),
-            grants: self.grants.clone(),
-        };
-        let mut store = new_store(
-            &self.shared.engine,
-            &self.shared.config,
-            kv,
-            wasi,
-            self.max_hostcall_bytes,
-        );
+        let mut store = self
+            .sandbox
+            .new_store(self.grants.clone(), wasi, self.max_hostcall_bytes);
         match self.pre.instantiate(&mut store) {
-            Ok(instance) => Ok(Live {
+            Ok(instance) => Ok(GuestInstance {
                 store,
                 instance,
                 stderr,
             }),
-            Err(err) => {
-                let error = self.classify("(instantiation)", err, &stderr);
-                Err(match error {
-                    WasmError::Trap { trap, .. } => WasmError::Instantiate {
-                        component: self.name.to_string(),
-                        message: trap,
-                    },
-                    other => other,
-                })
-            }
+            Err(err) => Err(self.sandbox.classify_instantiation(
+                &self.name,
+                err,
+                &stderr,
+                self.max_hostcall_bytes,
+            )),
         }
     }
 
-    fn check_out(&self) -> Option<Live> {
+    fn check_out(&self) -> Option<GuestInstance> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
-    fn check_in(&self, live: Live) {
+    fn check_in(&self, instance: GuestInstance) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.shared.config.max_idle_instances {
-            idle.push(live);
+        if idle.len() < self.sandbox.config.max_idle_instances {
+            idle.push(instance);
         }
-    }
-
-    /// Turns a failed call into the limit it hit, or a trap.
-    pub(crate) fn classify(
-        &self,
-        export: &str,
-        err: wasmtime::Error,
-        stderr: &GuestLog,
-    ) -> WasmError {
-        classify(
-            &self.name,
-            export,
-            err,
-            stderr,
-            &self.shared.config,
-            self.max_hostcall_bytes,
-        )
-    }
-}
-
-pub(crate) fn classify(
-    component: &str,
-    export: &str,
-    err: wasmtime::Error,
-    stderr: &GuestLog,
-    config: &super::config::SandboxConfig,
-    max_hostcall_bytes: usize,
-) -> WasmError {
-    let component = component.to_string();
-    let export = export.to_string();
-    if let Some(limit) = err.downcast_ref::<MemoryLimitExceeded>() {
-        return WasmError::MemoryLimit {
-            component,
-            export,
-            limit_bytes: limit.limit_bytes,
-            desired_bytes: limit.desired_bytes,
-        };
-    }
-    let trap = err.downcast_ref::<wasmtime::Trap>().copied();
-    if trap == Some(wasmtime::Trap::Interrupt) {
-        return WasmError::Timeout {
-            component,
-            export,
-            limit_ms: config.call_timeout_ms,
-        };
-    }
-    let text = format!("{err:#}");
-    // wasmtime's error for this is private; its message is stable.
-    if text.contains("fuel allocated for hostcalls has been exhausted") {
-        return WasmError::HostcallDataLimit {
-            component,
-            export,
-            limit_bytes: max_hostcall_bytes,
-        };
-    }
-    WasmError::Trap {
-        component,
-        export,
-        trap: match trap {
-            Some(trap) => trap.to_string(),
-            None => text.lines().next().unwrap_or_default().to_string(),
-        },
-        stderr: stderr.recent_lines(),
     }
 }

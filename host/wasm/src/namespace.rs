@@ -58,7 +58,7 @@ impl GuestLimits {
         }
     }
 
-    /// The same limits in the store's terms, for [`crate::Command::validate`].
+    /// The same limits in the store's terms, for [`hightower_engine::Command::validate`].
     pub fn as_store_limits(&self, namespace_len: usize) -> StoreLimits {
         StoreLimits {
             max_key_bytes: self.max_key_bytes as usize + namespace_len,

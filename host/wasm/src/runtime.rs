@@ -1,18 +1,14 @@
-//! [`WasmRuntime`]: the wasmtime engine, the linker, the epoch ticker and
-//! the compiled-component cache, shared by every component it loads.
+//! [`WasmRuntime`]: loads components into the [`Sandbox`] it shares with
+//! them, and runs commands.
 
 use std::sync::Arc;
 
-use wasmtime::component::{Component, Linker};
-use wasmtime::{Config as EngineConfig, Engine};
-
-use super::cache::{ArtifactCache, CompiledFrom, cache_key};
+use super::cache::CompiledFrom;
 use super::config::SandboxConfig;
-use super::ctx::{Ctx, add_to_linker};
 use super::error::WasmError;
 use super::extension::Extension;
-use super::namespace::Grants;
-use super::ticker::EpochTicker;
+use super::run;
+use super::sandbox::Sandbox;
 use hightower_engine::KvEngine;
 
 /// Runs untrusted WebAssembly components against one [`KvEngine`].
@@ -22,96 +18,44 @@ use hightower_engine::KvEngine;
 /// when the last of them is dropped.
 #[derive(Clone)]
 pub struct WasmRuntime {
-    pub(crate) shared: Arc<Shared>,
+    sandbox: Arc<Sandbox>,
 }
 
-pub(crate) struct Shared {
-    pub engine: Engine,
-    pub linker: Linker<Ctx>,
-    pub kv: Arc<KvEngine>,
-    pub config: SandboxConfig,
-    cache: Option<ArtifactCache>,
-    _ticker: EpochTicker,
+impl std::fmt::Debug for WasmRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmRuntime")
+            .field("config", &self.sandbox.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WasmRuntime {
     /// A runtime for `kv` with the given limits. With `cache_compiled`, the
     /// cache directory `wasm-cache/` is created in the store's data directory.
+    /// Fails if a limit is invalid ([`WasmError::Config`], naming the field)
+    /// or the cache directory or ticker thread cannot be created.
     pub fn new(kv: Arc<KvEngine>, config: SandboxConfig) -> Result<Self, WasmError> {
-        config.validate()?;
-        let engine = Engine::new(&engine_config(&config)).map_err(|err| WasmError::Io {
-            context: "create the wasmtime engine".into(),
-            source: std::io::Error::other(err.to_string()),
-        })?;
-        let mut linker = Linker::new(&engine);
-        add_to_linker(&mut linker).map_err(|err| WasmError::Io {
-            context: "link the host interfaces".into(),
-            source: std::io::Error::other(err.to_string()),
-        })?;
-        let cache = if config.cache_compiled {
-            let data_dir = &kv.config().data_dir;
-            Some(
-                ArtifactCache::open(data_dir, config.max_cached_components).map_err(|source| {
-                    WasmError::Io {
-                        context: format!(
-                            "open the compiled-component cache in {}",
-                            data_dir.display()
-                        ),
-                        source,
-                    }
-                })?,
-            )
-        } else {
-            None
-        };
-        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick()).map_err(|source| {
-            WasmError::Io {
-                context: "start the epoch ticker thread".into(),
-                source,
-            }
-        })?;
         Ok(WasmRuntime {
-            shared: Arc::new(Shared {
-                engine,
-                linker,
-                kv,
-                config,
-                cache,
-                _ticker: ticker,
-            }),
+            sandbox: Arc::new(Sandbox::new(kv, config)?),
         })
     }
 
+    /// The limits every component of this runtime runs under.
     pub fn config(&self) -> &SandboxConfig {
-        &self.shared.config
+        &self.sandbox.config
     }
 
-    /// Compiles `wasm` (a component), or loads it from the cache.
-    pub fn compile(&self, name: &str, wasm: &[u8]) -> Result<(Component, CompiledFrom), WasmError> {
-        let engine = &self.shared.engine;
-        let Some(cache) = &self.shared.cache else {
-            return Ok((compile(engine, name, wasm)?, CompiledFrom::Compiled));
-        };
-        let key = cache_key(engine, wasm);
-        let from = match cache.load(engine, &key) {
-            Ok(Some(component)) => return Ok((component, CompiledFrom::Cache)),
-            Ok(None) => CompiledFrom::Compiled,
-            Err(reason) => {
-                tracing::warn!(component = name, %reason, "ignoring an untrusted compiled-component cache file");
-                CompiledFrom::Rebuilt(reason)
-            }
-        };
-        let component = compile(engine, name, wasm)?;
-        if let Err(err) = cache.store(&key, &component) {
-            tracing::warn!(component = name, error = %err, "could not write the compiled-component cache");
-        }
-        Ok((component, from))
+    /// Compiles `wasm` (a component) and writes it to the cache, or finds it
+    /// there already, so that a later [`load`](Self::load) of the same bytes
+    /// need not compile. Returns where the compiled code came from.
+    pub fn compile(&self, name: &str, wasm: &[u8]) -> Result<CompiledFrom, WasmError> {
+        Ok(self.sandbox.compile(name, wasm)?.1)
     }
 
     /// The name of `wasm`'s file in `<data_dir>/wasm-cache/` (whether or
     /// not it exists yet).
     pub fn cache_file_name(&self, wasm: &[u8]) -> String {
-        ArtifactCache::file_name(&cache_key(&self.shared.engine, wasm))
+        self.sandbox.cache_file_name(wasm)
     }
 
     /// Loads a component and grants it `namespaces` (e.g. `["auth/"]`).
@@ -123,25 +67,23 @@ impl WasmRuntime {
         wasm: &[u8],
         namespaces: &[impl AsRef<str>],
     ) -> Result<Extension, WasmError> {
-        let grants = Grants::new(namespaces, self.shared.kv.config(), &self.shared.config)?;
-        let (component, from) = self.compile(name, wasm)?;
-        Extension::new(self.shared.clone(), name, &component, grants, from)
+        let grants = self.sandbox.grants(namespaces)?;
+        let (component, from) = self.sandbox.compile(name, wasm)?;
+        Extension::new(self.sandbox.clone(), name, &component, grants, from)
     }
-}
 
-fn compile(engine: &Engine, name: &str, wasm: &[u8]) -> Result<Component, WasmError> {
-    Component::new(engine, wasm).map_err(|err| WasmError::Compile {
-        component: name.to_string(),
-        message: format!("{err:#}"),
-    })
-}
-
-/// The engine settings. They are part of the cache key (wasmtime hashes
-/// them), so changing any of them recompiles every component once.
-fn engine_config(config: &SandboxConfig) -> EngineConfig {
-    let mut engine = EngineConfig::new();
-    engine.wasm_component_model(true);
-    engine.epoch_interruption(true);
-    engine.max_wasm_stack(config.max_wasm_stack_bytes);
-    engine
+    /// Runs `wasm` as a command with `args` (the first is its program name),
+    /// the process's real stdout and stderr, and the sandbox's limits (the
+    /// time limit covers the whole run). Returns its exit status: 0 when
+    /// `run` returned ok, 1 when it returned an error, or the status it
+    /// passed to `exit`.
+    pub fn run_command(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        namespaces: &[impl AsRef<str>],
+        args: &[String],
+    ) -> Result<i32, WasmError> {
+        run::run_command(&self.sandbox, name, wasm, namespaces, args)
+    }
 }

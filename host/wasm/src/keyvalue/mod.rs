@@ -16,14 +16,16 @@
 //! state kept per instance (list cursors of the first draft, open `cas`
 //! handles) has fixed caps.
 
-pub(crate) mod draft;
-pub(crate) mod draft2;
+#[macro_use]
+mod draft_shared;
+mod draft;
+mod draft2;
 
 use std::collections::VecDeque;
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use super::ctx::{Ctx, KvCtx};
+use super::access::StoreAccess;
 use super::namespace::{Grants, KeyError, Namespace};
 use hightower_engine::Outcome;
 use hightower_engine::{Command, Condition, Op};
@@ -62,13 +64,13 @@ pub fn bucket_for(grants: &Grants, identifier: &str) -> Option<usize> {
 
 /// Why a `wasi:keyvalue` call failed, before it becomes a draft's `error`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum KvError {
+pub(crate) enum KeyValueError {
     AccessDenied,
     /// The draft's `other(string)`: the message names the problem.
     Other(String),
 }
 
-type KvResult<T> = Result<T, KvError>;
+type KeyValueResult<T> = Result<T, KeyValueError>;
 
 /// A key's value and version, if present.
 type Found = Option<(Vec<u8>, u64)>;
@@ -76,8 +78,8 @@ type Found = Option<(Vec<u8>, u64)>;
 /// `get-many`'s answer: a key and its value per key asked, `None` if absent.
 pub(crate) type ManyValues = Vec<Option<(String, Vec<u8>)>>;
 
-fn other(message: impl Into<String>) -> KvError {
-    KvError::Other(message.into())
+fn other(message: impl Into<String>) -> KeyValueError {
+    KeyValueError::Other(message.into())
 }
 
 /// What one instance keeps between its `wasi:keyvalue` calls.
@@ -99,42 +101,41 @@ pub struct CasHandle {
     pub(crate) expected: Option<u64>,
 }
 
-/// What the `wasi:keyvalue` host functions work on.
+/// What the `wasi:keyvalue` host functions work on, borrowed from the
+/// store's data for one call.
 pub(crate) struct KeyValueView<'a> {
-    pub kv: &'a KvCtx,
+    pub access: &'a StoreAccess,
+    /// Where the second draft's `cas` handles live.
     pub table: &'a mut ResourceTable,
     pub state: &'a mut KeyValueState,
 }
 
-/// Marker tying [`KeyValueView`] to both drafts' `add_to_linker`.
-pub(crate) struct KeyValue;
+/// Ties [`KeyValueView`] to both drafts' `add_to_linker`.
+struct HasKeyValue;
 
-impl HasData for KeyValue {
+impl HasData for HasKeyValue {
     type Data<'a> = KeyValueView<'a>;
 }
 
-/// Links both drafts' `store`, `atomics` and `batch`.
-pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
-    fn view(ctx: &mut Ctx) -> KeyValueView<'_> {
-        KeyValueView {
-            kv: &ctx.kv,
-            table: &mut ctx.table,
-            state: &mut ctx.keyvalue,
-        }
-    }
-    draft::Imports::add_to_linker::<Ctx, KeyValue>(linker, view)?;
-    draft2::Imports::add_to_linker::<Ctx, KeyValue>(linker, view)?;
+/// Links both drafts' `store`, `atomics` and `batch`; `view` borrows what
+/// they need from a store's data.
+pub(crate) fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> KeyValueView<'_>,
+) -> wasmtime::Result<()> {
+    draft::Imports::add_to_linker::<T, HasKeyValue>(linker, view)?;
+    draft2::Imports::add_to_linker::<T, HasKeyValue>(linker, view)?;
     Ok(())
 }
 
-fn key_error(err: KeyError) -> KvError {
+fn key_error(err: KeyError) -> KeyValueError {
     match err {
         KeyError::Empty(what) => other(format!("invalid key: the {what} is empty")),
         KeyError::TooLarge(limit) => other(format!("key too large: at most {limit} bytes")),
     }
 }
 
-fn batch_too_large(ns: &Namespace) -> KvError {
+fn batch_too_large(ns: &Namespace) -> KeyValueError {
     let l = ns.limits();
     other(format!(
         "batch too large: at most {} keys and {} bytes of keys and values",
@@ -170,16 +171,16 @@ fn parse_counter(value: &[u8]) -> Option<i128> {
 
 /// The integer type of a draft's `increment`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Counter {
+pub(crate) enum CounterType {
     U64,
     S64,
 }
 
-impl Counter {
+impl CounterType {
     fn range(self) -> (&'static str, std::ops::RangeInclusive<i128>) {
         match self {
-            Counter::U64 => ("u64", 0..=i128::from(u64::MAX)),
-            Counter::S64 => ("s64", i128::from(i64::MIN)..=i128::from(i64::MAX)),
+            CounterType::U64 => ("u64", 0..=i128::from(u64::MAX)),
+            CounterType::S64 => ("s64", i128::from(i64::MIN)..=i128::from(i64::MAX)),
         }
     }
 }
@@ -192,7 +193,7 @@ pub(crate) struct Page {
 }
 
 impl KeyValueView<'_> {
-    fn storage_error(&self, err: Error, ns: &Namespace) -> KvError {
+    fn storage_error(&self, err: Error, ns: &Namespace) -> KeyValueError {
         match err {
             Error::Input(InputError::KeyTooLarge { .. }) => {
                 key_error(KeyError::TooLarge(ns.limits().max_key_bytes))
@@ -215,26 +216,22 @@ impl KeyValueView<'_> {
     }
 
     /// `open`: the bucket's handle representation (the grant's index).
-    pub(crate) fn open_bucket(&self, identifier: &str) -> KvResult<u32> {
-        match bucket_for(&self.kv.grants, identifier) {
+    pub(crate) fn open_bucket(&self, identifier: &str) -> KeyValueResult<u32> {
+        match bucket_for(&self.access.grants, identifier) {
             Some(index) => Ok(index as u32),
             None => {
                 tracing::debug!(bucket = %identifier.escape_debug(), "guest opened an ungranted bucket");
-                Err(KvError::AccessDenied)
+                Err(KeyValueError::AccessDenied)
             }
         }
     }
 
-    /// The namespace behind a bucket handle. Handles are made only by
-    /// `open` from an index into the grants, so a miss is a host bug: trap.
+    /// The namespace behind a bucket handle.
     pub(crate) fn bucket(&self, rep: u32) -> wasmtime::Result<&Namespace> {
-        self.kv
-            .grants
-            .get(rep as usize)
-            .ok_or_else(|| wasmtime::format_err!("unknown bucket handle {rep}"))
+        self.access.granted(rep)
     }
 
-    fn check_value(ns: &Namespace, value: &[u8]) -> KvResult<()> {
+    fn check_value(ns: &Namespace, value: &[u8]) -> KeyValueResult<()> {
         let max = ns.limits().max_value_bytes;
         if value.len() > max as usize {
             return Err(other(format!("value too large: at most {max} bytes")));
@@ -243,9 +240,9 @@ impl KeyValueView<'_> {
     }
 
     /// The value of `key` and its version.
-    fn read(&self, ns: &Namespace, key: &str) -> KvResult<Found> {
+    fn read(&self, ns: &Namespace, key: &str) -> KeyValueResult<Found> {
         let stored = ns.key(key.as_bytes(), "key").map_err(key_error)?;
-        match self.kv.engine.read().get(&stored) {
+        match self.access.kv.read().get(&stored) {
             Ok(found) => Ok(found.map(|v| (v.value, v.version))),
             Err(err) => Err(self.storage_error(err, ns)),
         }
@@ -255,22 +252,26 @@ impl KeyValueView<'_> {
         &self,
         bucket: u32,
         key: &str,
-    ) -> wasmtime::Result<KvResult<Option<Vec<u8>>>> {
+    ) -> wasmtime::Result<KeyValueResult<Option<Vec<u8>>>> {
         let ns = self.bucket(bucket)?;
         Ok(self
             .read(ns, key)
             .map(|found| found.map(|(value, _)| value)))
     }
 
-    pub(crate) fn key_exists(&self, bucket: u32, key: &str) -> wasmtime::Result<KvResult<bool>> {
+    pub(crate) fn key_exists(
+        &self,
+        bucket: u32,
+        key: &str,
+    ) -> wasmtime::Result<KeyValueResult<bool>> {
         let ns = self.bucket(bucket)?;
         let stored = match ns.key(key.as_bytes(), "key") {
             Ok(stored) => stored,
             Err(err) => return Ok(Err(key_error(err))),
         };
         Ok(self
+            .access
             .kv
-            .engine
             .read()
             .contains(&stored)
             .map_err(|err| self.storage_error(err, ns)))
@@ -278,12 +279,17 @@ impl KeyValueView<'_> {
 
     /// Applies a batch the caller has checked; `Ok(false)` if a condition
     /// failed (nothing was written).
-    fn apply(&self, ns: &Namespace, conditions: Vec<Condition>, ops: Vec<Op>) -> KvResult<bool> {
+    fn apply(
+        &self,
+        ns: &Namespace,
+        conditions: Vec<Condition>,
+        ops: Vec<Op>,
+    ) -> KeyValueResult<bool> {
         let command = Command::Batch { conditions, ops };
         command
             .validate(&ns.limits().as_store_limits(ns.prefix().len()))
             .map_err(|_| batch_too_large(ns))?;
-        match self.kv.engine.apply(command) {
+        match self.access.kv.apply(command) {
             Ok(applied) => match applied.outcome {
                 Outcome::Batch { .. } => Ok(true),
                 Outcome::ConditionFailed { .. } => Ok(false),
@@ -296,8 +302,8 @@ impl KeyValueView<'_> {
     }
 
     /// A single set or delete; the version it wrote does not matter here.
-    fn apply_one(&self, ns: &Namespace, command: Command) -> KvResult<()> {
-        match self.kv.engine.apply(command) {
+    fn apply_one(&self, ns: &Namespace, command: Command) -> KeyValueResult<()> {
+        match self.access.kv.apply(command) {
             Ok(_) => Ok(()),
             Err(err) => Err(self.storage_error(err, ns)),
         }
@@ -308,7 +314,7 @@ impl KeyValueView<'_> {
         bucket: u32,
         key: &str,
         value: Vec<u8>,
-    ) -> wasmtime::Result<KvResult<()>> {
+    ) -> wasmtime::Result<KeyValueResult<()>> {
         let ns = self.bucket(bucket)?;
         if let Err(err) = Self::check_value(ns, &value) {
             return Ok(Err(err));
@@ -319,7 +325,11 @@ impl KeyValueView<'_> {
         })
     }
 
-    pub(crate) fn delete_key(&self, bucket: u32, key: &str) -> wasmtime::Result<KvResult<()>> {
+    pub(crate) fn delete_key(
+        &self,
+        bucket: u32,
+        key: &str,
+    ) -> wasmtime::Result<KeyValueResult<()>> {
         let ns = self.bucket(bucket)?;
         Ok(ns
             .key(key.as_bytes(), "key")
@@ -336,7 +346,7 @@ impl KeyValueView<'_> {
         &self,
         bucket: u32,
         after: Option<&[u8]>,
-    ) -> wasmtime::Result<KvResult<Page>> {
+    ) -> wasmtime::Result<KeyValueResult<Page>> {
         let ns = self.bucket(bucket)?;
         let after = match after {
             Some(after) => match ns.key(after, "cursor") {
@@ -348,8 +358,8 @@ impl KeyValueView<'_> {
         };
         let page_size = ns.limits().max_page_keys as usize;
         let listed =
-            self.kv
-                .engine
+            self.access
+                .kv
                 .read()
                 .keys_with_prefix(ns.prefix(), Some(&after), page_size + 1);
         let mut stored = match listed {
@@ -382,7 +392,7 @@ impl KeyValueView<'_> {
     }
 
     /// The key a first-draft cursor stands for.
-    pub(crate) fn load_cursor(&self, bucket: u32, token: u64) -> KvResult<Vec<u8>> {
+    pub(crate) fn load_cursor(&self, bucket: u32, token: u64) -> KeyValueResult<Vec<u8>> {
         self.state
             .cursors
             .iter()
@@ -401,7 +411,7 @@ impl KeyValueView<'_> {
         hex(after)
     }
 
-    pub(crate) fn parse_cursor_string(cursor: &str) -> KvResult<Vec<u8>> {
+    pub(crate) fn parse_cursor_string(cursor: &str) -> KeyValueResult<Vec<u8>> {
         unhex(cursor).filter(|key| !key.is_empty()).ok_or_else(|| {
             other("invalid cursor: pass back a cursor that list-keys returned".to_string())
         })
@@ -416,8 +426,8 @@ impl KeyValueView<'_> {
         bucket: u32,
         key: &str,
         delta: i128,
-        counter: Counter,
-    ) -> wasmtime::Result<KvResult<i128>> {
+        counter: CounterType,
+    ) -> wasmtime::Result<KeyValueResult<i128>> {
         let ns = self.bucket(bucket)?;
         Ok(self.increment_in(ns, key, delta, counter))
     }
@@ -427,8 +437,8 @@ impl KeyValueView<'_> {
         ns: &Namespace,
         key: &str,
         delta: i128,
-        counter: Counter,
-    ) -> KvResult<i128> {
+        counter: CounterType,
+    ) -> KeyValueResult<i128> {
         let (name, range) = counter.range();
         let stored = ns.key(key.as_bytes(), "key").map_err(key_error)?;
         for _ in 0..INCREMENT_ATTEMPTS {
@@ -481,7 +491,7 @@ impl KeyValueView<'_> {
         &self,
         bucket: u32,
         keys: Vec<String>,
-    ) -> wasmtime::Result<KvResult<ManyValues>> {
+    ) -> wasmtime::Result<KeyValueResult<ManyValues>> {
         let ns = self.bucket(bucket)?;
         let limits = ns.limits();
         if keys.len() > limits.max_batch_ops as usize {
@@ -513,7 +523,7 @@ impl KeyValueView<'_> {
         &self,
         bucket: u32,
         pairs: Vec<(String, Vec<u8>)>,
-    ) -> wasmtime::Result<KvResult<()>> {
+    ) -> wasmtime::Result<KeyValueResult<()>> {
         let ns = self.bucket(bucket)?;
         let ops = pairs
             .into_iter()
@@ -524,7 +534,7 @@ impl KeyValueView<'_> {
                     value,
                 })
             })
-            .collect::<KvResult<Vec<_>>>();
+            .collect::<KeyValueResult<Vec<_>>>();
         Ok(ops.and_then(|ops| self.write_all(ns, ops)))
     }
 
@@ -533,7 +543,7 @@ impl KeyValueView<'_> {
         &self,
         bucket: u32,
         keys: Vec<String>,
-    ) -> wasmtime::Result<KvResult<()>> {
+    ) -> wasmtime::Result<KeyValueResult<()>> {
         let ns = self.bucket(bucket)?;
         let ops = keys
             .into_iter()
@@ -542,13 +552,13 @@ impl KeyValueView<'_> {
                     key: ns.key(key.as_bytes(), "key").map_err(key_error)?,
                 })
             })
-            .collect::<KvResult<Vec<_>>>();
+            .collect::<KeyValueResult<Vec<_>>>();
         Ok(ops.and_then(|ops| self.write_all(ns, ops)))
     }
 
     /// Unconditional writes, all or none, within the guest's batch limits
     /// (counted as `hightower:kv` counts them: keys, relative, and values).
-    fn write_all(&self, ns: &Namespace, ops: Vec<Op>) -> KvResult<()> {
+    fn write_all(&self, ns: &Namespace, ops: Vec<Op>) -> KeyValueResult<()> {
         let limits = ns.limits();
         let prefix = ns.prefix().len() as u64;
         let bytes: u64 = ops
@@ -569,7 +579,7 @@ impl KeyValueView<'_> {
         &mut self,
         bucket: u32,
         key: String,
-    ) -> wasmtime::Result<KvResult<CasHandle>> {
+    ) -> wasmtime::Result<KeyValueResult<CasHandle>> {
         let ns = self.bucket(bucket)?;
         if self.state.open_cas >= MAX_OPEN_CAS {
             return Ok(Err(other(format!(
@@ -594,7 +604,7 @@ impl KeyValueView<'_> {
 
     /// `cas.current`: the key's value now and its version, which the
     /// handle expects from then on.
-    pub(crate) fn cas_current(&self, cas: &CasHandle) -> wasmtime::Result<KvResult<Found>> {
+    pub(crate) fn cas_current(&self, cas: &CasHandle) -> wasmtime::Result<KeyValueResult<Found>> {
         let ns = self.bucket(cas.bucket)?;
         Ok(self.read(ns, &cas.key))
     }
@@ -606,7 +616,7 @@ impl KeyValueView<'_> {
         &self,
         cas: &CasHandle,
         value: Vec<u8>,
-    ) -> wasmtime::Result<KvResult<Result<(), Option<u64>>>> {
+    ) -> wasmtime::Result<KeyValueResult<Result<(), Option<u64>>>> {
         let ns = self.bucket(cas.bucket)?;
         Ok(self.cas_swap_in(ns, cas, value))
     }
@@ -616,7 +626,7 @@ impl KeyValueView<'_> {
         ns: &Namespace,
         cas: &CasHandle,
         value: Vec<u8>,
-    ) -> KvResult<Result<(), Option<u64>>> {
+    ) -> KeyValueResult<Result<(), Option<u64>>> {
         Self::check_value(ns, &value)?;
         let key = ns.key(cas.key.as_bytes(), "key").map_err(key_error)?;
         let condition = match cas.expected {
