@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth_types::*;
 use crate::crypto::{CryptoError, EnvelopeEncryptor, HasherConfig, Kek, SecretHasher, hasher_for};
+use crate::environment::{Clock, Random};
 use crate::id_generator;
 
 /// A stored value with its version.
@@ -55,34 +56,6 @@ pub trait KvStore {
     ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError>;
     /// Atomic: all of `ops` if every condition holds, else nothing.
     fn batch(&self, conditions: &[Condition], ops: &[Op]) -> Result<(), StoreError>;
-}
-
-/// Cryptographically secure randomness.
-pub trait Random {
-    fn fill(&self, buf: &mut [u8]);
-}
-
-/// Seconds since the Unix epoch.
-pub trait Clock {
-    fn now(&self) -> u64;
-}
-
-/// The OS's randomness (`wasi:random` inside the component).
-pub struct SystemRandom;
-impl Random for SystemRandom {
-    fn fill(&self, buf: &mut [u8]) {
-        getrandom::fill(buf).expect("the system's random source failed");
-    }
-}
-
-pub struct SystemClock;
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    }
 }
 
 /// What the host passes in: hashing parameters and the key-encryption keys.

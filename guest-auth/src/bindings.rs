@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth_service as svc;
 use crate::crypto::{HasherConfig, Kek as CryptoKek};
+use crate::environment::{SystemClock, SystemRandom};
 use hightower::kv::store::{self, Namespace};
 
 const NAMESPACE: &str = "auth/";
@@ -86,7 +87,7 @@ impl svc::KvStore for WasmStore {
     }
 }
 
-type Service = svc::AuthService<WasmStore, svc::SystemRandom, svc::SystemClock>;
+type Service = svc::AuthService<WasmStore, SystemRandom, SystemClock>;
 
 thread_local! {
     /// The service built from the last config seen by this instance, with
@@ -149,7 +150,7 @@ fn service(config: &ServiceConfig) -> Result<std::rc::Rc<Service>, AuthError> {
         current_kek: config.current_kek,
     };
     let s = std::rc::Rc::new(
-        Service::new(WasmStore(ns), svc::SystemRandom, svc::SystemClock, &config).map_err(err)?,
+        Service::new(WasmStore(ns), SystemRandom, SystemClock, &config).map_err(err)?,
     );
     SERVICE.with_borrow_mut(|c| *c = Some((d, s.clone())));
     Ok(s)

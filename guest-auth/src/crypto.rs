@@ -8,7 +8,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-use crate::auth_service::Random;
+use crate::environment::Random;
 
 /// Longest password accepted, in bytes (checked before any hashing: the
 /// `argon2` crate takes up to 4 GiB, and a huge password is a cheap DoS).

@@ -9,6 +9,7 @@
 pub mod auth_service;
 pub mod auth_types;
 pub mod crypto;
+pub mod environment;
 pub mod id_generator;
 
 #[cfg(target_arch = "wasm32")]
