@@ -7,226 +7,25 @@
 //! Hashing uses `--argon2-m 64 --argon2-t 1` (the CLI's flags) except where
 //! the defaults themselves are checked. No timing is asserted.
 
-use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hightower");
-const TIMEOUT: Duration = Duration::from_secs(120);
-
-// The documented exit codes.
-const OK: i32 = 0;
-const NOT_FOUND: i32 = 1;
-const USAGE: i32 = 2;
-const OTHER: i32 = 5;
-const DENIED: i32 = 7;
-const TAKEN: i32 = 8;
+#[path = "common/cli.rs"]
+mod harness;
+use harness::{BIN, DENIED, NOT_FOUND, OK, OTHER, Run, Store, TAKEN, TIMEOUT, USAGE};
 
 /// Cheap Argon2id parameters for new hashes.
 const FAST: [&str; 4] = ["--argon2-m", "64", "--argon2-t", "1"];
 
-/// Variables the binary reads; cleared so a developer's shell cannot change
-/// what a test sees.
-const CLEARED_ENV: [&str; 4] = [
-    "HIGHTOWER_DATA_DIR",
-    "HIGHTOWER_LOG",
-    "RUST_LOG",
-    "HIGHTOWER_AUTH_KEK",
-];
-
 const BAD_CREDENTIALS: &str = "hightower: invalid username or password\n";
 const BAD_TOKEN: &str = "hightower: invalid API key\n";
 
-// ---------------------------------------------------------------------------
-// Harness
-// ---------------------------------------------------------------------------
-
-struct Output {
-    cmdline: String,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn describe(&self) -> String {
-        format!(
-            "`{}` exited {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.cmdline, self.code, self.stdout, self.stderr
-        )
-    }
-
-    #[track_caller]
-    fn code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "wrong exit code\n{}", self.describe());
-        self
-    }
-
-    /// Success; returns stdout.
-    #[track_caller]
-    fn ok(&self) -> &str {
-        self.code(OK);
-        &self.stdout
-    }
-
-    /// Exit code, exact stdout and exact stderr.
-    #[track_caller]
-    fn exactly(&self, code: i32, stdout: &str, stderr: &str) -> &Self {
-        self.code(code);
-        assert_eq!(self.stdout, stdout, "wrong stdout\n{}", self.describe());
-        assert_eq!(self.stderr, stderr, "wrong stderr\n{}", self.describe());
-        self
-    }
-
-    /// A failure: the exit code, nothing on stdout, every needle on stderr.
-    #[track_caller]
-    fn fails(&self, code: i32, needles: &[&str]) -> &Self {
-        self.code(code);
-        assert!(
-            self.stdout.is_empty(),
-            "stdout not empty\n{}",
-            self.describe()
-        );
-        for needle in needles {
-            assert!(
-                self.stderr.contains(needle),
-                "stderr lacks {needle:?}\n{}",
-                self.describe()
-            );
-        }
-        self
-    }
-}
-
-struct Run {
-    command: Command,
-    args: Vec<OsString>,
-    stdin: Option<Vec<u8>>,
-}
-
-impl Run {
-    fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args.push(arg.as_ref().to_os_string());
-        self
-    }
-
-    fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
-        for arg in args {
-            self = self.arg(arg);
-        }
-        self
-    }
-
-    fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
-        self.command.env(key, value);
-        self
-    }
-
-    /// The command with its arguments, to spawn by hand.
-    fn into_command(mut self) -> Command {
-        self.command.args(&self.args);
-        self.command
-    }
-
-    /// Feeds `text` on stdin, then closes it (without, stdin is /dev/null).
-    fn stdin(mut self, text: &str) -> Self {
-        self.stdin = Some(text.as_bytes().to_vec());
-        self
-    }
-
-    fn run(mut self) -> Output {
-        let cmdline = std::iter::once("hightower".to_string())
-            .chain(self.args.iter().map(|a| a.to_string_lossy().into_owned()))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut child = self
-            .command
-            .args(&self.args)
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("spawn {BIN}: {err}"));
-        let feeder = self.stdin.take().map(|bytes| {
-            let mut pipe = child.stdin.take().expect("piped stdin");
-            thread::spawn(move || {
-                let _ = pipe.write_all(&bytes);
-            })
-        });
-        let drain = |mut source: Box<dyn Read + Send>| {
-            thread::spawn(move || {
-                let mut bytes = Vec::new();
-                source.read_to_end(&mut bytes).expect("read child output");
-                String::from_utf8(bytes).expect("UTF-8 output")
-            })
-        };
-        let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-        let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for hightower") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("`{cmdline}` did not finish within {TIMEOUT:?}; killed it");
-            }
-            thread::sleep(Duration::from_millis(2));
-        };
-        if let Some(feeder) = feeder {
-            feeder.join().expect("stdin feeder");
-        }
-        Output {
-            code: status
-                .code()
-                .unwrap_or_else(|| panic!("`{cmdline}` was killed by a signal: {status:?}")),
-            stdout: stdout.join().expect("stdout reader"),
-            stderr: stderr.join().expect("stderr reader"),
-            cmdline,
-        }
-    }
-}
-
-struct Store {
-    tmp: TempDir,
-    data: PathBuf,
-}
-
 impl Store {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let data = tmp.path().join("data");
-        Store { tmp, data }
-    }
-
-    /// `hightower --data-dir DATA` in the temp directory.
-    fn cli(&self) -> Run {
-        let mut command = Command::new(BIN);
-        command.current_dir(self.tmp.path());
-        for var in CLEARED_ENV {
-            command.env_remove(var);
-        }
-        Run {
-            command,
-            args: Vec::new(),
-            stdin: None,
-        }
-        .arg("--data-dir")
-        .arg(&self.data)
-    }
-
     /// `hightower --data-dir DATA auth --argon2-m 64 --argon2-t 1 ARGS...`
     fn auth(&self, args: &[&str]) -> Run {
         self.cli().arg("auth").args(FAST).args(args)
@@ -236,7 +35,7 @@ impl Store {
     fn raw(&self, key: &str) -> Option<String> {
         let out = self.cli().args(["get", key]).run();
         match out.code {
-            OK => Some(out.stdout),
+            OK => Some(out.stdout_text().to_string()),
             NOT_FOUND => None,
             _ => panic!("{}", out.describe()),
         }
@@ -249,17 +48,11 @@ impl Store {
         record["password_hash"].as_str().unwrap().to_string()
     }
 
-    fn file(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.tmp.path().join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-
     /// Creates a user with the cheap parameters; returns its id.
     fn create_user(&self, name: &str, password: &str) -> String {
         let out = self
             .auth(&["user", "create", name])
-            .stdin(&format!("{password}\n"))
+            .stdin(format!("{password}\n"))
             .run();
         user_id_line(out.ok())
     }
@@ -347,7 +140,7 @@ fn users_create_verify_passwd_show_list_delete() {
         .run()
         .fails(USAGE, &["invalid username", "U+0020"]);
     s.auth(&["user", "create", "bob"])
-        .stdin(&format!("{}\n", "p".repeat(1025)))
+        .stdin(format!("{}\n", "p".repeat(1025)))
         .run()
         .fails(USAGE, &["invalid password: longer than 1024 bytes"]);
     s.auth(&["user", "create", "bob"])
@@ -359,11 +152,11 @@ fn users_create_verify_passwd_show_list_delete() {
     s.auth(&["user", "verify", "ALICE"])
         .stdin("pw-alice-1\n")
         .run()
-        .exactly(OK, &format!("{alice}\n"), "");
+        .exactly(OK, format!("{alice}\n"), "");
     s.auth(&["user", "verify", "alice"])
         .stdin("pw-alice-1\r\n")
         .run()
-        .exactly(OK, &format!("{alice}\n"), "");
+        .exactly(OK, format!("{alice}\n"), "");
     for name in ["alice", "nobody", "no body"] {
         s.auth(&["user", "verify", name])
             .stdin("wrong-password\n")
@@ -394,7 +187,7 @@ fn users_create_verify_passwd_show_list_delete() {
     s.auth(&["user", "verify", "alice"])
         .stdin("pw-alice-2\n")
         .run()
-        .exactly(OK, &format!("{alice}\n"), "");
+        .exactly(OK, format!("{alice}\n"), "");
 
     // show: metadata decrypted; stored encrypted.
     let out = s.auth(&["user", "show", "alice"]).run();
@@ -472,14 +265,14 @@ fn users_create_verify_passwd_show_list_delete() {
     let bob = ids.iter().find(|(_, n)| n == "bob").unwrap().0.clone();
     let (key_id, token) = s.create_key("bob", "ci", &[]);
     s.auth(&["key", "verify"])
-        .stdin(&format!("{token}\n"))
+        .stdin(format!("{token}\n"))
         .run()
         .ok();
     s.auth(&["user", "delete", "BOB"])
         .run()
         .exactly(OK, "", &format!("deleted user {bob}\n"));
     s.auth(&["key", "verify"])
-        .stdin(&format!("{token}\n"))
+        .stdin(format!("{token}\n"))
         .run()
         .exactly(DENIED, "", BAD_TOKEN);
     for key in [
@@ -511,11 +304,11 @@ fn api_keys_create_verify_revoke_list_expire() {
         &["--scope", "kv:read", "--scope", "kv:write"],
     );
     s.auth(&["key", "verify"])
-        .stdin(&format!("{token}\n"))
+        .stdin(format!("{token}\n"))
         .run()
         .exactly(
             OK,
-            &format!("user: {user}\nkey: {key_id}\nscopes: kv:read kv:write\n"),
+            format!("user: {user}\nkey: {key_id}\nscopes: kv:read kv:write\n"),
             "",
         );
     // A typo is caught by the checksum; garbage and an unknown key id look
@@ -525,7 +318,7 @@ fn api_keys_create_verify_revoke_list_expire() {
     let typo = String::from_utf8(typo).unwrap();
     for bad in [typo.as_str(), "hello", "hkv_AAAAAAAAAAAA_bad"] {
         s.auth(&["key", "verify"])
-            .stdin(&format!("{bad}\n"))
+            .stdin(format!("{bad}\n"))
             .run()
             .exactly(DENIED, "", BAD_TOKEN);
     }
@@ -544,14 +337,14 @@ fn api_keys_create_verify_revoke_list_expire() {
     assert!(fields[3].parse::<u64>().is_ok());
     assert_eq!(fields[4..6], ["-", "-"]);
     assert_eq!(fields[6], format!("...{}", &token[token.len() - 8..]));
-    assert!(!out.stdout.contains(secret_of(&token)));
+    assert!(!out.stdout_text().contains(secret_of(&token)));
 
     // revoke
     s.auth(&["key", "revoke", &key_id])
         .run()
         .exactly(OK, "", &format!("revoked key {key_id}\n"));
     s.auth(&["key", "verify"])
-        .stdin(&format!("{token}\n"))
+        .stdin(format!("{token}\n"))
         .run()
         .exactly(DENIED, "", BAD_TOKEN);
     let out = s.auth(&["key", "list", "keyholder"]).run();
@@ -568,7 +361,7 @@ fn api_keys_create_verify_revoke_list_expire() {
     let (_, short) = s.create_key("keyholder", "short", &["--expires-in", "4"]);
     let created = Instant::now();
     s.auth(&["key", "verify"])
-        .stdin(&format!("{short}\n"))
+        .stdin(format!("{short}\n"))
         .run()
         .code(OK);
     let out = s.auth(&["key", "list", "keyholder"]).run();
@@ -578,7 +371,7 @@ fn api_keys_create_verify_revoke_list_expire() {
     assert!((made + 3..=made + 4).contains(&expires), "{line}");
     thread::sleep(Duration::from_secs(5).saturating_sub(created.elapsed()));
     s.auth(&["key", "verify"])
-        .stdin(&format!("{short}\n"))
+        .stdin(format!("{short}\n"))
         .run()
         .exactly(DENIED, "", BAD_TOKEN);
 
@@ -737,14 +530,14 @@ fn hashing_options_bcrypt_migration_rehash_and_bad_flags() {
         .args(["auth", "user", "verify", "owasp"])
         .stdin("pw-owasp\n")
         .run()
-        .exactly(OK, &format!("{owasp}\n"), "");
+        .exactly(OK, format!("{owasp}\n"), "");
 
     // Usernames are case-folded, not just lowercased, on both sides.
     let strasse = s.create_user("Straße", "pw-s");
     s.auth(&["user", "verify", "STRASSE"])
         .stdin("pw-s\n")
         .run()
-        .exactly(OK, &format!("{strasse}\n"), "");
+        .exactly(OK, format!("{strasse}\n"), "");
 
     // bcrypt as the configured alternative, 71 bytes at most.
     let out = s
@@ -756,14 +549,14 @@ fn hashing_options_bcrypt_migration_rehash_and_bad_flags() {
     assert!(s.password_hash(&legacy).starts_with("$2b$10$"));
     s.cli()
         .args(["auth", "--bcrypt-cost", "10", "user", "create", "long"])
-        .stdin(&format!("{}\n", "b".repeat(72)))
+        .stdin(format!("{}\n", "b".repeat(72)))
         .run()
         .fails(USAGE, &["invalid password: longer than 71 bytes"]);
     // A login with Argon2id configured migrates the hash...
     s.auth(&["user", "verify", "legacy"])
         .stdin("pw-legacy\n")
         .run()
-        .exactly(OK, &format!("{legacy}\n"), "");
+        .exactly(OK, format!("{legacy}\n"), "");
     assert!(
         s.password_hash(&legacy)
             .starts_with("$argon2id$v=19$m=64,t=1,p=1$")

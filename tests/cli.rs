@@ -1,251 +1,24 @@
 //! End-to-end tests of the `hightower` binary: every test runs the real
 //! executable in its own temporary data directory and checks exit codes,
 //! stdout and stderr exactly where the output is part of the contract.
-//!
-//! No test can hang: stdin is `/dev/null` unless a test supplies bytes (then
-//! it is a pipe that is closed once they are written), stdout and stderr are
-//! drained on threads, and every child is killed after [`TIMEOUT`].
+//! The harness (no run can hang) is tests/common/cli.rs, shared with
+//! tests/auth_cli.rs.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
+#[path = "common/cli.rs"]
+mod harness;
+use harness::{CORRUPT, LOCKED, NOT_FOUND, OK, Output, Run, Store, USAGE};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hightower");
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-// The documented, stable exit codes (host/src/main.rs, README).
-const OK: i32 = 0;
-const NOT_FOUND: i32 = 1;
-const USAGE: i32 = 2;
-const LOCKED: i32 = 3;
-const CORRUPT: i32 = 4;
 // Exit 5 (other I/O errors) has no portable trigger as root; it is not tested here.
 
-/// Environment variables the binary reads; cleared so a developer's shell
-/// cannot change what a test sees.
-const CLEARED_ENV: [&str; 3] = ["HIGHTOWER_DATA_DIR", "HIGHTOWER_LOG", "RUST_LOG"];
-
-// ---------------------------------------------------------------------------
-// Harness
-// ---------------------------------------------------------------------------
-
-/// What one run of the binary produced.
-struct Output {
-    cmdline: String,
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Output {
-    fn stdout_text(&self) -> String {
-        String::from_utf8(self.stdout.clone())
-            .unwrap_or_else(|_| panic!("{}: stdout is not UTF-8: {:?}", self.cmdline, self.stdout))
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "`{}` exited {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.cmdline,
-            self.code,
-            String::from_utf8_lossy(&self.stdout),
-            self.stderr
-        )
-    }
-
-    /// Asserts the exit code only.
-    #[track_caller]
-    fn code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "wrong exit code\n{}", self.describe());
-        self
-    }
-
-    /// Asserts the exit code, the exact stdout and the exact stderr.
-    #[track_caller]
-    fn exactly(&self, code: i32, stdout: &[u8], stderr: &str) -> &Self {
-        self.code(code);
-        assert_eq!(
-            self.stdout,
-            stdout,
-            "wrong stdout (expected {:?})\n{}",
-            String::from_utf8_lossy(stdout),
-            self.describe()
-        );
-        assert_eq!(self.stderr, stderr, "wrong stderr\n{}", self.describe());
-        self
-    }
-
-    /// Asserts a failure: the exit code, nothing on stdout, and stderr
-    /// containing every one of `needles`.
-    #[track_caller]
-    fn fails(&self, code: i32, needles: &[&str]) -> &Self {
-        self.code(code);
-        assert!(
-            self.stdout.is_empty(),
-            "a failure must print nothing on stdout\n{}",
-            self.describe()
-        );
-        for needle in needles {
-            assert!(
-                self.stderr.contains(needle),
-                "stderr lacks {needle:?}\n{}",
-                self.describe()
-            );
-        }
-        self
-    }
-}
-
-/// One invocation of the binary, built up like a `Command`.
-struct Run {
-    command: Command,
-    args: Vec<OsString>,
-    stdin: Option<Vec<u8>>,
-}
-
-impl Run {
-    /// Runs in `cwd` (so the default `./hightower-data` lands in a temp dir).
-    fn new(cwd: &Path) -> Self {
-        let mut command = Command::new(BIN);
-        command.current_dir(cwd);
-        for var in CLEARED_ENV {
-            command.env_remove(var);
-        }
-        Run {
-            command,
-            args: Vec::new(),
-            stdin: None,
-        }
-    }
-
-    fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args.push(arg.as_ref().to_os_string());
-        self
-    }
-
-    fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
-        for arg in args {
-            self = self.arg(arg);
-        }
-        self
-    }
-
-    fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
-        self.command.env(key, value);
-        self
-    }
-
-    /// Feeds `bytes` on stdin, then closes it.
-    fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(bytes.into());
-        self
-    }
-
-    fn run(mut self) -> Output {
-        let cmdline = std::iter::once(OsStr::new("hightower"))
-            .chain(self.args.iter().map(OsString::as_os_str))
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut child = self
-            .command
-            .args(&self.args)
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("spawn {BIN}: {err}"));
-        let feeder = self.stdin.take().map(|bytes| {
-            let mut pipe = child.stdin.take().expect("piped stdin");
-            // Dropping `pipe` at the end of the thread closes stdin. An error
-            // (the child exited without reading) is the child's business.
-            thread::spawn(move || {
-                let _ = pipe.write_all(&bytes);
-            })
-        });
-        let drain = |mut source: Box<dyn Read + Send>| {
-            thread::spawn(move || {
-                let mut bytes = Vec::new();
-                source.read_to_end(&mut bytes).expect("read child output");
-                bytes
-            })
-        };
-        let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-        let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for hightower") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("`{cmdline}` did not finish within {TIMEOUT:?}; killed it");
-            }
-            thread::sleep(Duration::from_millis(1));
-        };
-        if let Some(feeder) = feeder {
-            feeder.join().expect("stdin feeder");
-        }
-        let stdout = stdout.join().expect("stdout reader");
-        let stderr = stderr.join().expect("stderr reader");
-        let code = status
-            .code()
-            .unwrap_or_else(|| panic!("`{cmdline}` was killed by a signal: {status:?}"));
-        Output {
-            cmdline,
-            code,
-            stdout,
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
-    }
-}
-
-/// A temporary directory with a data directory path inside it (not yet
-/// created: the first command that opens the store creates it).
-struct Store {
-    tmp: TempDir,
-    data: PathBuf,
-}
-
 impl Store {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let data = tmp.path().join("data");
-        Store { tmp, data }
-    }
-
-    /// A run with no `--data-dir`, in the temp directory.
-    fn bare(&self) -> Run {
-        Run::new(self.tmp.path())
-    }
-
-    /// A run with `--data-dir DATA`.
-    fn cli(&self) -> Run {
-        self.bare().arg("--data-dir").arg(&self.data)
-    }
-
-    /// `hightower --data-dir DATA ARGS...`
-    fn run<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
-        self.cli().args(args).run()
-    }
-
     /// Writes a TOML config file into the temp directory; returns its path.
     fn config(&self, name: &str, toml: &str) -> PathBuf {
-        let path = self.tmp.path().join(name);
-        std::fs::write(&path, toml).expect("write config file");
-        path
+        self.file(name, toml)
     }
 
     /// `hightower --config FILE --data-dir DATA ARGS...`
@@ -464,7 +237,7 @@ fn empty_key_is_bad_input_for_put_and_delete() {
     store
         .cli()
         .args(["put", "", "-"])
-        .stdin(b"value".to_vec())
+        .stdin(b"value")
         .run()
         .exactly(USAGE, b"", "hightower: key is empty\n");
     store
@@ -623,7 +396,7 @@ fn stats_human_and_json() {
     let human = store.run(["stats"]);
     human.code(OK);
     assert_eq!(human.stderr, "", "{}", human.describe());
-    let lines = stats_lines(&human.stdout_text());
+    let lines = stats_lines(human.stdout_text());
     let expect = |label: &str, value: &str| {
         assert_eq!(
             lines.get(label).map(String::as_str),
@@ -752,7 +525,7 @@ fn config_file_sets_sync_mode_and_data_dir() {
     with_config().args(["get", "k"]).run().exactly(OK, b"v", "");
     let human = with_config().arg("stats").run();
     human.code(OK);
-    let lines = stats_lines(&human.stdout_text());
+    let lines = stats_lines(human.stdout_text());
     assert_eq!(lines["sync mode"], "os", "{}", human.describe());
     assert_eq!(lines["data directory"], store.data.to_str().unwrap());
     let stats = json(with_config().args(["stats", "--json"]).run().code(OK));
@@ -1477,7 +1250,8 @@ fn compact_and_inspect_show_and_reclaim_dead_space() {
                 && s["bloom_filter_bytes"].as_u64().unwrap() > 0),
         "sealed segments have metadata: {before}"
     );
-    let table = store.run_with(&config, ["inspect"]).code(OK).stdout_text();
+    let table = store.run_with(&config, ["inspect"]);
+    let table = table.ok();
     assert!(table.starts_with("segment "), "{table}");
     assert!(
         table.contains(" sealed\n") && table.contains(" active\n"),
@@ -1527,10 +1301,8 @@ fn compact_and_inspect_show_and_reclaim_dead_space() {
             .all(|r| r["kind"] == "put" || r["kind"] == "marker"),
         "{records:?}"
     );
-    let listing = store
-        .run_with(&config, ["inspect", "segment", &id])
-        .code(OK)
-        .stdout_text();
+    let listing = store.run_with(&config, ["inspect", "segment", &id]);
+    let listing = listing.ok();
     assert!(
         listing.contains(" put ") && listing.contains("record(s)"),
         "{listing}"
