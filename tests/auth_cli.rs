@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/cli.rs"]
 mod harness;
-use harness::{BIN, DENIED, NOT_FOUND, OK, OTHER, Run, Store, TAKEN, TIMEOUT, USAGE};
+use harness::{BIN, DENIED, NOT_FOUND, OK, OTHER, OUTPUT, Run, Store, TAKEN, TIMEOUT, USAGE};
 
 /// Cheap Argon2id parameters for new hashes.
 const FAST: [&str; 4] = ["--argon2-m", "64", "--argon2-t", "1"];
@@ -243,23 +243,12 @@ fn users_create_verify_passwd_show_list_delete() {
     s.auth(&["user", "list", "--limit", "0"])
         .run()
         .fails(USAGE, &["--limit"]);
-    // A closed stdout (`| head` that has exited) is reported, not a panic.
-    let mut child = s
-        .auth(&["user", "list"])
-        .into_command()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(OTHER), "{stderr}");
-    assert!(
-        stderr.starts_with("hightower: write to stdout: Broken pipe"),
-        "{stderr}"
-    );
+    // A closed stdout (`| head` that has exited) ends quietly with exit 9,
+    // as Unix tools end (no panic, no message).
+    s.auth(&["user", "list"])
+        .stdout_closed()
+        .run()
+        .exactly(OUTPUT, "", "");
 
     // delete: the user, its indexes and its keys.
     let bob = ids.iter().find(|(_, n)| n == "bob").unwrap().0.clone();
@@ -617,6 +606,23 @@ fn hashing_options_bcrypt_migration_rehash_and_bad_flags() {
     s.auth(&["user", "show", "owasp"])
         .run()
         .fails(USAGE, &["readable by group or others", "chmod 600"]);
+    // A link named auth.kek is not followed, even to a private key file
+    // outside the data directory; a directory under that name is named.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let moved = s.tmp.path().join("moved.kek");
+    std::fs::rename(&key_file, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &key_file).unwrap();
+    s.auth(&["user", "show", "owasp"])
+        .run()
+        .fails(USAGE, &["auth.kek is a symbolic link, not a regular file"]);
+    std::fs::remove_file(&key_file).unwrap();
+    std::fs::create_dir(&key_file).unwrap();
+    s.auth(&["user", "show", "owasp"])
+        .run()
+        .fails(USAGE, &["auth.kek is a directory, not a regular file"]);
+    std::fs::remove_dir(&key_file).unwrap();
+    std::fs::rename(&moved, &key_file).unwrap();
+    s.auth(&["user", "show", "owasp"]).run().code(OK);
 }
 
 /// Runs `hightower ARGS` on a pseudo-terminal (util-linux `script`), and
@@ -738,4 +744,69 @@ fn prompts_on_a_terminal_without_echo() {
     assert_eq!(code, OK, "{shown}");
     assert!(shown.contains(&format!("user: {id}")), "{shown:?}");
     assert!(!shown.contains(&token), "{shown:?}");
+}
+
+/// Secrets and metadata files are read no further than their limits (an
+/// endless stdin is refused, naming the limit), and a token that cannot be
+/// shown does not stay valid.
+#[test]
+fn endless_input_is_refused_and_an_unshown_token_is_revoked() {
+    let s = Store::new();
+    s.create_user("bounded", "pw-bounded");
+    s.auth(&["key", "verify"])
+        .stdin_file("/dev/zero")
+        .run()
+        .exactly(
+            USAGE,
+            "",
+            "hightower: the token is longer than 4096 bytes\n",
+        );
+    s.auth(&["user", "verify", "bounded"])
+        .stdin_file("/dev/zero")
+        .run()
+        .exactly(
+            USAGE,
+            "",
+            "hightower: the password is longer than 4096 bytes\n",
+        );
+    s.auth(&["user", "create", "meta", "--metadata-file", "/dev/zero"])
+        .stdin("pw\n")
+        .run()
+        .fails(
+            USAGE,
+            &["metadata file /dev/zero is longer than the limit of 16384 bytes"],
+        );
+    s.auth(&["user", "create", "meta", "--metadata-file", "-"])
+        .stdin("pw\n")
+        .run()
+        .fails(USAGE, &["--metadata-file: `-` is not allowed"]);
+    s.auth(&["user", "show", "meta"])
+        .run()
+        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+
+    let out = s
+        .auth(&["key", "create", "bounded", "--name", "lost"])
+        .stdout_file("/dev/full")
+        .run();
+    out.code(OUTPUT);
+    let key_id = out
+        .stderr
+        .strip_prefix("key id ")
+        .and_then(|rest| rest.get(..12))
+        .unwrap_or_else(|| panic!("{}", out.describe()))
+        .to_string();
+    assert!(
+        out.stderr.ends_with(&format!(
+            "hightower: cannot write to stdout: No space left on device (os error 28) \
+             (the command itself succeeded: created key {key_id}, but as its token could not \
+             be shown, revoked it again)\n"
+        )),
+        "{}",
+        out.describe()
+    );
+    let listed = s.auth(&["key", "list", "bounded"]).run();
+    let line = listed.ok().lines().next().unwrap().to_string();
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields[0], key_id);
+    assert!(fields[5].parse::<u64>().is_ok(), "not revoked: {line}");
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 #[path = "common/cli.rs"]
 mod harness;
-use harness::{CORRUPT, LOCKED, NOT_FOUND, OK, Output, Run, Store, USAGE};
+use harness::{CORRUPT, LOCKED, NOT_FOUND, OK, OUTPUT, Output, Run, Store, USAGE};
 
 // Exit 5 (other I/O errors) has no portable trigger as root; it is not tested here.
 
@@ -148,7 +148,7 @@ fn put_prints_the_version_and_get_prints_the_raw_value() {
 }
 
 #[test]
-fn put_dash_reads_a_binary_value_from_stdin_byte_exact() {
+fn put_value_file_dash_reads_a_binary_value_from_stdin_byte_exact() {
     let store = Store::new();
     // Every byte value, NUL and 0xFF included, and more than a pipe buffer
     // holds, so the binary must really read stdin to the end.
@@ -158,7 +158,7 @@ fn put_dash_reads_a_binary_value_from_stdin_byte_exact() {
     assert!(value.len() > 256 << 10);
     store
         .cli()
-        .args(["put", "blob", "-"])
+        .args(["put", "blob", "--value-file", "-"])
         .stdin(value.clone())
         .run()
         .exactly(OK, b"1\n", "");
@@ -168,7 +168,7 @@ fn put_dash_reads_a_binary_value_from_stdin_byte_exact() {
     let small = b"\0\xff\0\xfe\x00".to_vec();
     store
         .cli()
-        .args(["put", "small", "-"])
+        .args(["put", "small", "--value-file", "-"])
         .stdin(small.clone())
         .run()
         .exactly(OK, b"2\n", "");
@@ -177,13 +177,31 @@ fn put_dash_reads_a_binary_value_from_stdin_byte_exact() {
     // Closed stdin without bytes stores an empty value, which is not "absent".
     store
         .cli()
-        .args(["put", "empty", "-"])
+        .args(["put", "empty", "--value-file", "-"])
         .stdin(Vec::new())
         .run()
         .exactly(OK, b"3\n", "");
     store
         .run(["get", "--show-version", "empty"])
         .exactly(OK, b"", "version 3\n");
+
+    // VALUE `-` is the one-byte value `-`; a file is read like stdin.
+    store.run(["put", "dash", "-"]).exactly(OK, b"4\n", "");
+    store.run(["get", "dash"]).exactly(OK, b"-", "");
+    let file = store.file("value.bin", &small);
+    store
+        .cli()
+        .args(["put", "from-file", "--value-file"])
+        .arg(&file)
+        .run()
+        .exactly(OK, b"5\n", "");
+    store.run(["get", "from-file"]).exactly(OK, &small, "");
+    store
+        .run(["put", "both", "v", "--value-file", "-"])
+        .fails(USAGE, &["cannot be used with"]);
+    store
+        .run(["put", "neither"])
+        .fails(USAGE, &["--value-file"]);
 }
 
 #[test]
@@ -236,7 +254,7 @@ fn empty_key_is_bad_input_for_put_and_delete() {
         .exactly(USAGE, b"", "hightower: key is empty\n");
     store
         .cli()
-        .args(["put", "", "-"])
+        .args(["put", "", "--value-file", "-"])
         .stdin(b"value")
         .run()
         .exactly(USAGE, b"", "hightower: key is empty\n");
@@ -273,18 +291,32 @@ fn oversized_key_and_value_exit_2_naming_the_limit() {
         b"",
         "hightower: value is 17 bytes, over the limit of 16 bytes (max_value_bytes)\n",
     );
-    // The same through stdin.
+    // The same through stdin, which is read no further than the limit and
+    // one byte: an endless stdin ends with the same error.
+    for stdin in [Some(vec![0xffu8; 1000]), None] {
+        let run = store
+            .cli()
+            .arg("--config")
+            .arg(&config)
+            .args(["put", "k", "--value-file", "-"]);
+        let run = match stdin {
+            Some(bytes) => run.stdin(bytes),
+            None => run.stdin_file("/dev/zero"),
+        };
+        run.run().exactly(
+            USAGE,
+            b"",
+            "hightower: value on stdin is longer than the limit of 16 bytes (max_value_bytes)\n",
+        );
+    }
     store
         .cli()
-        .arg("--config")
-        .arg(&config)
-        .args(["put", "k", "-"])
-        .stdin(vec![0xffu8; 1000])
+        .args(["put", "k", "--value-file", "/dev/zero"])
         .run()
         .exactly(
             USAGE,
             b"",
-            "hightower: value is 1000 bytes, over the limit of 16 bytes (max_value_bytes)\n",
+            "hightower: value /dev/zero is longer than the limit of 16777216 bytes (max_value_bytes)\n",
         );
     store.run_with(&config, ["put", "123456789", "v"]).exactly(
         USAGE,
@@ -1331,4 +1363,77 @@ fn compact_seals_the_active_segment_and_an_empty_store_has_nothing_to_compact() 
     // Compacting a compacted store again changes nothing a reader sees.
     store.run(["compact"]).code(OK);
     store.run(["get", "k"]).exactly(OK, b"w", "");
+}
+
+// ---------------------------------------------------------------------------
+// A full or closed stdout, endless input
+// ---------------------------------------------------------------------------
+
+/// A full stdout ends with exit 9 and one line naming the problem (and what
+/// was done: the value is stored), never a panic; a closed pipe ends
+/// quietly with exit 9, as Unix tools end.
+#[test]
+fn a_full_or_closed_stdout_is_exit_9_never_a_panic() {
+    let store = Store::new();
+    store
+        .cli()
+        .args(["put", "k", "v"])
+        .stdout_file("/dev/full")
+        .run()
+        .exactly(
+            OUTPUT,
+            b"",
+            "hightower: cannot write to stdout: No space left on device (os error 28) \
+             (the command itself succeeded: stored as version 1)\n",
+        );
+    store.run(["get", "k"]).exactly(OK, b"v", "");
+    for args in [
+        &["stats"][..],
+        &["stats", "--json"],
+        &["get", "k"],
+        &["inspect"],
+        &["inspect", "segment", "1", "--json"],
+        &["verify"],
+        &["compact"],
+    ] {
+        let out = store.cli().args(args).stdout_file("/dev/full").run();
+        out.code(OUTPUT);
+        assert!(
+            out.stderr
+                .starts_with("hightower: cannot write to stdout: No space left on device")
+                && out.stderr.lines().count() == 1,
+            "{}",
+            out.describe()
+        );
+    }
+    // A pipe without a reader fails every write, however small.
+    for args in [
+        &["inspect", "--json"][..],
+        &["stats"],
+        &["get", "k"],
+        &["put", "k2", "v2"],
+    ] {
+        store
+            .cli()
+            .args(args)
+            .stdout_closed()
+            .run()
+            .exactly(OUTPUT, b"", "");
+    }
+    store.run(["get", "k2"]).exactly(OK, b"v2", "");
+}
+
+/// Files named on the command line are read no further than their limit.
+#[test]
+fn an_endless_config_file_is_refused_naming_the_limit() {
+    let store = Store::new();
+    store
+        .cli()
+        .args(["--config", "/dev/zero", "stats"])
+        .run()
+        .fails(
+            USAGE,
+            &["--config: config file /dev/zero is longer than the limit of 1048576 bytes (1 MiB)"],
+        );
+    assert!(!store.data.exists());
 }

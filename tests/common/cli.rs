@@ -118,7 +118,22 @@ impl Output {
 pub struct Run {
     command: Command,
     args: Vec<OsString>,
-    stdin: Option<Vec<u8>>,
+    stdin: Input,
+    stdout: Sink,
+}
+
+enum Input {
+    Null,
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+enum Sink {
+    Capture,
+    /// A file such as `/dev/full`; nothing is captured.
+    File(PathBuf),
+    /// A pipe whose reading end is closed at once (`| head` that exited).
+    Closed,
 }
 
 impl Run {
@@ -132,7 +147,8 @@ impl Run {
         Run {
             command,
             args: Vec::new(),
-            stdin: None,
+            stdin: Input::Null,
+            stdout: Sink::Capture,
         }
     }
 
@@ -155,7 +171,25 @@ impl Run {
 
     /// Feeds `bytes` on stdin, then closes it.
     pub fn stdin(mut self, bytes: impl AsRef<[u8]>) -> Self {
-        self.stdin = Some(bytes.as_ref().to_vec());
+        self.stdin = Input::Bytes(bytes.as_ref().to_vec());
+        self
+    }
+
+    /// Stdin read from a file, e.g. `/dev/zero`.
+    pub fn stdin_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stdin = Input::File(path.into());
+        self
+    }
+
+    /// Stdout written to a file, e.g. `/dev/full` (not captured).
+    pub fn stdout_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stdout = Sink::File(path.into());
+        self
+    }
+
+    /// Stdout a pipe nobody reads: its reading end is closed at once.
+    pub fn stdout_closed(mut self) -> Self {
+        self.stdout = Sink::Closed;
         self
     }
 
@@ -171,26 +205,44 @@ impl Run {
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(" ");
+        let stdin = match &self.stdin {
+            Input::Null => Stdio::null(),
+            Input::Bytes(_) => Stdio::piped(),
+            Input::File(path) => Stdio::from(
+                std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path:?}: {e}")),
+            ),
+        };
+        let stdout = match &self.stdout {
+            Sink::Capture | Sink::Closed => Stdio::piped(),
+            Sink::File(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .unwrap_or_else(|e| panic!("open {path:?}: {e}")),
+            ),
+        };
         let mut child = self
             .command
             .args(&self.args)
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
+            .stdin(stdin)
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|err| panic!("spawn {BIN}: {err}"));
-        let feeder = self.stdin.take().map(|bytes| {
-            let mut pipe = child.stdin.take().expect("piped stdin");
-            // Dropping `pipe` at the end of the thread closes stdin. An error
-            // (the child exited without reading) is the child's business.
-            thread::spawn(move || {
-                let _ = pipe.write_all(&bytes);
-            })
-        });
+        let feeder = match std::mem::replace(&mut self.stdin, Input::Null) {
+            Input::Bytes(bytes) => {
+                let mut pipe = child.stdin.take().expect("piped stdin");
+                // Dropping `pipe` at the end of the thread closes stdin. An
+                // error (the child exited without reading) is its business.
+                Some(thread::spawn(move || {
+                    let _ = pipe.write_all(&bytes);
+                }))
+            }
+            _ => None,
+        };
+        if let Sink::Closed = self.stdout {
+            drop(child.stdout.take());
+        }
         let drain = |mut source: Box<dyn Read + Send>| {
             thread::spawn(move || {
                 let mut bytes = Vec::new();
@@ -198,7 +250,7 @@ impl Run {
                 bytes
             })
         };
-        let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+        let stdout = child.stdout.take().map(|pipe| drain(Box::new(pipe)));
         let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
         let deadline = Instant::now() + TIMEOUT;
         let status = loop {
@@ -215,7 +267,7 @@ impl Run {
         if let Some(feeder) = feeder {
             feeder.join().expect("stdin feeder");
         }
-        let stdout = stdout.join().expect("stdout reader");
+        let stdout = stdout.map_or_else(Vec::new, |reader| reader.join().expect("stdout reader"));
         let stderr = stderr.join().expect("stderr reader");
         let code = status
             .code()

@@ -2,7 +2,7 @@
 //!
 //! Passwords and tokens never come from argv (visible in `ps` and shell
 //! history): they are read from the terminal with echo off, or else one
-//! per line from stdin.
+//! per line from stdin (each line at most 4 KiB).
 //!
 //! Exit codes (in addition to the CLI's): 1 user or key not found ·
 //! 2 invalid username, password or argument, hashing parameters, a missing
@@ -11,25 +11,19 @@
 //! 8 username taken or conflict (retry). Bad flags are refused before the
 //! data directory is opened.
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::process::ExitCode;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use hightower_engine::{Config, Error, KvEngine};
+use hightower_engine::{Config, KvEngine};
 use hightower_wasm::auth::AuthConfig;
-use hightower_wasm::auth::{
-    Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KekError, KeyRing, KeySource,
-};
+use hightower_wasm::auth::{Argon2Params, AuthClient, AuthClientError, Hasher, KekSource};
 use hightower_wasm::{SandboxConfig, WasmRuntime};
 
 use crate::error::CliError;
-
-const EXIT_NOT_FOUND: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_OTHER: u8 = 5;
-pub const EXIT_DENIED: u8 = 7;
-pub const EXIT_CONFLICT: u8 = 8;
+use crate::input::{MAX_METADATA_FILE_BYTES, read_file_at_most, secret_line};
+use crate::output::{Stdout, note, outln, prompt};
 
 #[derive(Args)]
 pub struct AuthArgs {
@@ -64,9 +58,10 @@ enum UserCommand {
     /// Create a user (password from the prompt or stdin); prints its id.
     Create {
         username: String,
-        /// Metadata stored encrypted with the user (a file, `-` is not allowed: stdin has the password).
+        /// Metadata stored encrypted with the user: a file of at most 16 KiB
+        /// (`-` is not allowed: stdin has the password).
         #[arg(long, value_name = "FILE")]
-        metadata_file: Option<std::path::PathBuf>,
+        metadata_file: Option<PathBuf>,
     },
     /// Check a password (from the prompt or stdin); prints the user id. Exit 7 if wrong.
     Verify { username: String },
@@ -187,175 +182,112 @@ pub fn run(
     sandbox: SandboxConfig,
     auth_config: AuthConfig,
     args: AuthArgs,
-) -> Result<ExitCode, CliError> {
-    let hasher = match hasher_from_args(&args, &auth_config, sandbox.max_memory_bytes) {
-        Ok(hasher) => hasher,
-        Err(message) => return Ok(usage(&message)),
-    };
+) -> Result<(), CliError> {
+    let hasher =
+        hasher_from_args(&args, &auth_config, sandbox.max_memory_bytes).map_err(CliError::Usage)?;
     // Files named by flags are read before the store is opened.
     let metadata = match &args.command {
         AuthCommand::User(UserCommand::Create {
             metadata_file: Some(path),
             ..
-        }) => Some(std::fs::read(path).map_err(|source| {
-            Error::io(format!("read metadata file {}", path.display()), source)
-        })?),
+        }) => Some(read_metadata_file(path)?),
         _ => None,
     };
     let data_dir = config.data_dir.clone();
     let engine = Arc::new(KvEngine::open(config)?);
-    let keys = KeyRing::from_env_or_data_dir(&data_dir).map(|(keys, source)| {
-        if let KeySource::File {
-            path,
-            created: true,
-        } = &source
-        {
-            eprintln!(
-                "hightower: created key-encryption key file {} (mode 0600)",
-                path.display()
-            );
-        }
-        keys
-    });
-    let result = keys.map_err(Outcome::Key).and_then(|keys| {
-        WasmRuntime::new(engine.clone(), sandbox)
-            .map_err(|e| Outcome::Client(e.into()))
-            .and_then(|runtime| AuthClient::load(&runtime, hasher, &keys).map_err(Outcome::Client))
-            .and_then(|client| dispatch(&client, args.command, metadata))
-    });
-    // Printed before the store is closed: a token must not be lost to a
-    // failing final fsync.
-    let written = match &result {
-        Ok(text) => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush())
-                .map_err(|source| Error::io("write to stdout", source))
-        }
+    let result = WasmRuntime::new(engine.clone(), sandbox)
+        .map_err(AuthClientError::from)
+        .and_then(|runtime| AuthClient::load_for_data_dir(&runtime, hasher, &data_dir))
+        .map_err(CliError::from)
+        .and_then(|(client, source)| {
+            if let KekSource::File {
+                path,
+                created: true,
+            } = &source
+            {
+                note!(
+                    "hightower: created key-encryption key file {} (mode 0600)",
+                    path.display()
+                );
+            }
+            // Written before the store is closed: a token must not be lost
+            // to a failing final fsync.
+            let mut out = Stdout::new();
+            dispatch(&client, args.command, metadata, &mut out)?;
+            Ok(out.finish()?)
+        });
+    let closed = match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.close(),
         Err(_) => Ok(()),
     };
-    if let Ok(engine) = Arc::try_unwrap(engine) {
-        engine.close()?;
+    result?;
+    Ok(closed?)
+}
+
+fn read_metadata_file(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    if path.as_os_str() == "-" {
+        return Err(CliError::Usage(
+            "--metadata-file: `-` is not allowed (stdin has the password)".into(),
+        ));
     }
-    written?;
-    match result {
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(Outcome::Client(AuthClientError::Auth(e))) => {
-            eprintln!("hightower: {e}");
-            Ok(ExitCode::from(exit_code(&e)))
-        }
-        Err(Outcome::Client(AuthClientError::Wasm(e))) => {
-            eprintln!("hightower: auth component failed: {e}");
-            Ok(ExitCode::from(EXIT_OTHER))
-        }
-        Err(Outcome::Key(e)) => {
-            eprintln!("hightower: auth key-encryption key: {e}");
-            Ok(ExitCode::from(match e {
-                KekError::Io { .. } => EXIT_OTHER,
-                _ => EXIT_USAGE,
-            }))
-        }
-        Err(Outcome::Usage(message)) => Ok(usage(&message)),
-        Err(Outcome::Cli(e)) => Err(e.into()),
-    }
+    read_file_at_most(
+        path,
+        MAX_METADATA_FILE_BYTES,
+        "metadata file",
+        "the auth service's metadata limit",
+    )
 }
 
-fn usage(message: &str) -> ExitCode {
-    eprintln!("hightower: {message}");
-    ExitCode::from(EXIT_USAGE)
-}
-
-fn exit_code(e: &AuthError) -> u8 {
-    match e {
-        AuthError::UserNotFound | AuthError::KeyNotFound => EXIT_NOT_FOUND,
-        AuthError::InvalidUsername(_)
-        | AuthError::InvalidPassword(_)
-        | AuthError::InvalidArgument(_) => EXIT_USAGE,
-        AuthError::InvalidCredentials | AuthError::InvalidToken => EXIT_DENIED,
-        AuthError::UsernameTaken | AuthError::Conflict => EXIT_CONFLICT,
-        AuthError::Crypto(_) | AuthError::Storage(_) => EXIT_OTHER,
-    }
-}
-
-enum Outcome {
-    Client(AuthClientError),
-    Key(KekError),
-    /// Bad input found by the CLI (a missing secret): exit 2.
-    Usage(String),
-    Cli(Error),
-}
-
-impl From<AuthClientError> for Outcome {
-    fn from(e: AuthClientError) -> Self {
-        Outcome::Client(e)
-    }
-}
-
-impl From<Error> for Outcome {
-    fn from(e: Error) -> Self {
-        Outcome::Cli(e)
-    }
-}
-
-/// Appends a line to the command's output (written at the end in one go,
-/// so that a closed stdout is an error to report, not a panic of `println!`).
-macro_rules! outln {
-    ($out:expr, $($arg:tt)*) => {{
-        $out.push_str(&format!($($arg)*));
-        $out.push('\n');
-    }};
-}
-
-/// Runs one command; returns what it prints on stdout.
+/// Runs one command, printing its output to `out`.
 fn dispatch(
     client: &AuthClient,
     command: AuthCommand,
     metadata: Option<Vec<u8>>,
-) -> Result<String, Outcome> {
+    out: &mut Stdout,
+) -> Result<(), CliError> {
     let mut input = SecretInput::new();
-    let mut out = String::new();
     match command {
         AuthCommand::User(UserCommand::Create { username, .. }) => {
             let password = input.read_new("Password: ", "password")?;
             let user = client.create_user(&username, &password, metadata.as_deref())?;
-            outln!(out, "{}", user.id);
+            out.did(format!("created user {}", user.id));
+            outln!(out, "{}", user.id)?;
         }
         AuthCommand::User(UserCommand::Verify { username }) => {
             let password = input.read("Password: ", "password")?;
             let user = client.verify_password(&username, &password)?;
-            outln!(out, "{}", user.id);
+            outln!(out, "{}", user.id)?;
         }
         AuthCommand::User(UserCommand::Passwd { username }) => {
             let current = input.read("Current password: ", "current password")?;
             let new = input.read_new("New password: ", "new password")?;
             client.change_password(&username, &current, &new)?;
-            eprintln!("password changed");
+            note!("password changed");
         }
         AuthCommand::User(UserCommand::Show { username }) => {
             let id = client.lookup_user(&username)?;
             let user = client.get_user(&id)?;
-            outln!(out, "id: {}", user.id);
-            outln!(out, "username: {}", user.username);
-            outln!(out, "created: {}", user.created_at);
-            outln!(out, "updated: {}", user.updated_at);
+            outln!(out, "id: {}", user.id)?;
+            outln!(out, "username: {}", user.username)?;
+            outln!(out, "created: {}", user.created_at)?;
+            outln!(out, "updated: {}", user.updated_at)?;
             match user.metadata {
-                Some(m) => outln!(out, "metadata: {}", String::from_utf8_lossy(&m)),
-                None => outln!(out, "metadata: (none)"),
+                Some(m) => outln!(out, "metadata: {}", String::from_utf8_lossy(&m))?,
+                None => outln!(out, "metadata: (none)")?,
             }
         }
         AuthCommand::User(UserCommand::Delete { username }) => {
             let id = client.lookup_user(&username)?;
             client.delete_user(&id)?;
-            eprintln!("deleted user {id}");
+            note!("deleted user {id}");
         }
         AuthCommand::User(UserCommand::List { limit, cursor }) => {
             let page = client.list_users(cursor.as_deref(), limit)?;
             for u in page.users {
-                outln!(out, "{}\t{}\t{}", u.id, u.username, u.created_at);
+                outln!(out, "{}\t{}\t{}", u.id, u.username, u.created_at)?;
             }
             if let Some(next) = page.next_cursor {
-                outln!(out, "next: {next}");
+                outln!(out, "next: {next}")?;
             }
         }
         AuthCommand::Key(KeyCommand::Create {
@@ -368,19 +300,32 @@ fn dispatch(
             // Cannot overflow: at most 100 years are added.
             let expires_at = expires_in.map(|s| now().saturating_add(s));
             let new = client.create_api_key(&id, &name, &scopes, expires_at)?;
-            eprintln!("key id {} (the token is shown only this once)", new.key.id);
-            outln!(out, "{}", new.token);
+            note!("key id {} (the token is shown only this once)", new.key.id);
+            if let Err(mut err) = outln!(out, "{}", new.token).and_then(|()| out.flush()) {
+                // Nobody has the token (or only part of it): a key nobody can
+                // use must not stay valid.
+                let id = &new.key.id;
+                err.done = Some(match client.revoke_api_key(id) {
+                    Ok(()) => format!(
+                        "created key {id}, but as its token could not be shown, revoked it again"
+                    ),
+                    Err(e) => format!(
+                        "created key {id}, whose token could not be shown; revoking it failed ({e}): revoke it"
+                    ),
+                });
+                return Err(err.into());
+            }
         }
         AuthCommand::Key(KeyCommand::Verify) => {
             let token = input.read("Token: ", "token")?;
             let p = client.verify_api_key(&token)?;
-            outln!(out, "user: {}", p.user_id);
-            outln!(out, "key: {}", p.key_id);
-            outln!(out, "scopes: {}", p.scopes.join(" "));
+            outln!(out, "user: {}", p.user_id)?;
+            outln!(out, "key: {}", p.key_id)?;
+            outln!(out, "scopes: {}", p.scopes.join(" "))?;
         }
         AuthCommand::Key(KeyCommand::Revoke { key_id }) => {
             client.revoke_api_key(&key_id)?;
-            eprintln!("revoked key {key_id}");
+            note!("revoked key {key_id}");
         }
         AuthCommand::Key(KeyCommand::List { username }) => {
             let id = client.lookup_user(&username)?;
@@ -400,11 +345,11 @@ fn dispatch(
                     opt(k.expires_at),
                     opt(k.revoked_at),
                     k.last_eight
-                );
+                )?;
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn now() -> u64 {
@@ -432,53 +377,35 @@ impl SecretInput {
     }
 
     /// One secret; `what` names it in the message when stdin has none.
-    fn read(&mut self, prompt: &str, what: &str) -> Result<String, Outcome> {
+    fn read(&mut self, prompt: &str, what: &str) -> Result<String, CliError> {
         let line = if self.tty {
-            self.prompt_no_echo(prompt)?
+            self.prompt_no_echo(prompt, what)?
         } else {
-            self.line("read from stdin")?
+            secret_line(&mut self.stdin, what)?
         };
         line.ok_or_else(|| {
-            Outcome::Usage(format!(
+            CliError::Usage(format!(
                 "no {what} on stdin: give each secret on a line of its own"
             ))
         })
     }
 
     /// A new password: asked twice on a terminal.
-    fn read_new(&mut self, prompt: &str, what: &str) -> Result<String, Outcome> {
+    fn read_new(&mut self, prompt: &str, what: &str) -> Result<String, CliError> {
         let first = self.read(prompt, what)?;
         if self.tty && self.read("Again: ", what)? != first {
-            return Err(Outcome::Usage("the two passwords differ".into()));
+            return Err(CliError::Usage("the two passwords differ".into()));
         }
         Ok(first)
-    }
-
-    /// The next line without its line ending; `None` at end of input.
-    fn line(&mut self, context: &str) -> Result<Option<String>, Error> {
-        let mut line = String::new();
-        match self.stdin.read_line(&mut line) {
-            Ok(0) => Ok(None),
-            Ok(_) => {
-                if line.ends_with('\n') {
-                    line.pop();
-                }
-                if line.ends_with('\r') {
-                    line.pop();
-                }
-                Ok(Some(line))
-            }
-            Err(source) => Err(Error::io(context.to_string(), source)),
-        }
     }
 
     /// Prompts on stderr and reads a line with the terminal's echo off
     /// (the newline is still echoed). Echo is turned off before the prompt
     /// appears, so nothing typed after it is shown, and restored after.
-    fn prompt_no_echo(&mut self, prompt: &str) -> Result<Option<String>, Outcome> {
+    fn prompt_no_echo(&mut self, text: &str, what: &str) -> Result<Option<String>, CliError> {
         use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
         let no_echo = |e: rustix::io::Errno| {
-            Outcome::Usage(format!(
+            CliError::Usage(format!(
                 "cannot turn off the terminal's echo ({e}); give the secret on stdin instead"
             ))
         };
@@ -487,11 +414,10 @@ impl SecretInput {
         quiet.local_modes.remove(LocalModes::ECHO);
         quiet.local_modes.insert(LocalModes::ECHONL);
         tcsetattr(&self.stdin, OptionalActions::Now, &quiet).map_err(no_echo)?;
-        eprint!("{prompt}");
-        let _ = std::io::stderr().flush();
-        let line = self.line("read from the terminal");
+        prompt(text);
+        let line = secret_line(&mut self.stdin, what);
         let _ = tcsetattr(&self.stdin, OptionalActions::Now, &saved);
-        Ok(line?)
+        line
     }
 }
 

@@ -106,7 +106,10 @@ mod tests {
         assert!(err.reason.contains("timeout"), "{err}");
         let err = FileConfig::from_toml("sync = \"sometimes\"\n").unwrap_err();
         assert_eq!(err.field, "config file");
-        assert!(err.reason.starts_with("sync: unknown variant `sometimes`"), "{err}");
+        assert!(
+            err.reason.starts_with("sync: unknown variant `sometimes`"),
+            "{err}"
+        );
         let err = FileConfig::from_toml("[auth]\nargon2 = 1\n").unwrap_err();
         assert_eq!(err.field, "auth");
         let err = FileConfig::from_toml("wasm = 3\n").unwrap_err();

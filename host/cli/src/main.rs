@@ -1,33 +1,40 @@
 //! `hightower`: the operator's command line for a Hightower KV data directory.
 //!
-//! Exit codes (stable, for scripts):
+//! Exit codes (stable, for scripts; README "Exit codes"):
 //! 0 success · 1 key not found · 2 bad usage, input or configuration ·
 //! 3 data directory locked by another process · 4 corruption or unsupported
 //! format found · 5 any other I/O or internal error · 6 a component run by
-//! `run` was stopped (trap, panic, time or memory limit). Otherwise `run`
-//! exits with the component's own status. `auth` adds 7 (invalid
-//! credentials or token) and 8 (username taken, conflict); see auth_cli.rs.
+//! `run` was stopped (trap, panic, time or memory limit) · 7 invalid
+//! credentials or token (`auth`) · 8 username taken, conflict (`auth`) ·
+//! 9 the output could not be written (stdout full or closed; a command
+//! that changes the store had done so). `run` exits with the component's
+//! own status; see [`run_cli`] for how its own outcomes stay apart.
 
 mod auth_cli;
 mod config_file;
 mod error;
+mod input;
+mod output;
+mod print;
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read, Write};
+use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use hightower_engine::command::Limits;
 use hightower_engine::error::{ConfigError, display_key};
-use hightower_engine::storage::{SegmentVerdict, verify_segments};
+use hightower_engine::storage::verify_segments;
 use hightower_engine::{Config, Error, KvEngine, RecoveryMode};
 use hightower_wasm::{SandboxConfig, WasmError, WasmRuntime};
 
 use config_file::FileConfig;
 use error::{CliError, EXIT_CORRUPT, EXIT_GUEST_FAULT, EXIT_NOT_FOUND, EXIT_OTHER, EXIT_USAGE};
+use input::{MAX_CONFIG_FILE_BYTES, read_file_at_most};
+use output::{Stdout, note, outln};
 
 /// `run`'s default time limit for the whole run.
 const DEFAULT_RUN_TIMEOUT_MS: u64 = 30_000;
@@ -39,7 +46,8 @@ const DEFAULT_RUN_TIMEOUT_MS: u64 = 30_000;
     about = "Hightower KV: an embedded log-structured key-value store for worker nodes",
     after_help = "Exit codes: 0 ok, 1 key not found, 2 bad usage/input/config, 3 data directory locked, \
                   4 corruption or unsupported format, 5 other error, 6 component stopped (run),\n\
-                  7 invalid credentials or token (auth), 8 username taken or conflict (auth).\n\
+                  7 invalid credentials or token (auth), 8 username taken or conflict (auth),\n\
+                  9 output could not be written (stdout full or closed).\n\
                   Logs go to stderr; set HIGHTOWER_LOG (e.g. info, debug) for more."
 )]
 struct Cli {
@@ -55,8 +63,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum CliCommand {
-    /// Store VALUE under KEY and print the new version. VALUE `-` reads stdin (binary-safe).
-    Put { key: OsString, value: OsString },
+    /// Store VALUE under KEY and print the new version. VALUE is taken as
+    /// it is (`-` too); `--value-file FILE` reads it from FILE, `-` meaning
+    /// stdin (binary-safe, at most max_value_bytes).
+    #[command(override_usage = "hightower put <KEY> (<VALUE> | --value-file <FILE>)")]
+    Put {
+        key: OsString,
+        #[arg(required_unless_present = "value_file", conflicts_with = "value_file")]
+        value: Option<OsString>,
+        /// Read the value from FILE; `-` reads stdin.
+        #[arg(long, value_name = "FILE")]
+        value_file: Option<PathBuf>,
+    },
     /// Print the raw value of KEY to stdout; exit 1 if it is absent.
     Get {
         key: OsString,
@@ -145,6 +163,12 @@ enum SnapshotCommand {
 }
 
 fn main() -> ExitCode {
+    output::install_panic_hook();
+    // A panic is a bug; the hook has named it. Exit 5, not Rust's 101.
+    std::panic::catch_unwind(real_main).unwrap_or(ExitCode::from(EXIT_OTHER))
+}
+
+fn real_main() -> ExitCode {
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -160,7 +184,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("hightower: {err}");
+            if !err.is_quiet() {
+                note!("hightower: {err}");
+            }
             ExitCode::from(err.exit_code())
         }
     }
@@ -174,8 +200,11 @@ const WASI_CALL_TRACE_CAP: &str = "wasmtime_wasi=debug";
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HIGHTOWER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
-        .add_directive(WASI_CALL_TRACE_CAP.parse().expect("a valid directive"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = match WASI_CALL_TRACE_CAP.parse() {
+        Ok(cap) => filter.add_directive(cap),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -187,9 +216,11 @@ fn init_logging() {
 fn load_config(cli: &Cli) -> Result<FileConfig, CliError> {
     let mut config = match &cli.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            let bytes = read_file_at_most(path, MAX_CONFIG_FILE_BYTES, "config file", "1 MiB")
+                .map_err(|err| config_read_error(path, err))?;
+            let text = String::from_utf8(bytes).map_err(|_| ConfigError {
                 field: "--config",
-                reason: format!("cannot read config file {}: {err}", path.display()),
+                reason: format!("config file {} is not UTF-8", path.display()),
             })?;
             FileConfig::from_toml(&text)?
         }
@@ -202,35 +233,67 @@ fn load_config(cli: &Cli) -> Result<FileConfig, CliError> {
     Ok(config)
 }
 
+/// A config file that cannot be read is bad configuration (exit 2), named.
+fn config_read_error(path: &Path, err: CliError) -> CliError {
+    let reason = match err {
+        CliError::Engine(Error::Io { source, .. }) => {
+            format!("cannot read config file {}: {source}", path.display())
+        }
+        other => other.to_string(),
+    };
+    ConfigError {
+        field: "--config",
+        reason,
+    }
+    .into()
+}
+
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let FileConfig {
         engine: config,
         wasm: wasm_config,
         auth: auth_config,
     } = load_config(&cli)?;
+    let mut out = Stdout::new();
     match cli.command {
-        CliCommand::Put { key, value } => {
-            let value = read_value(&value)?;
+        CliCommand::Put {
+            key,
+            value,
+            value_file,
+        } => {
             // Refuse bad input before the data directory is created or opened.
             let limits = Limits::from_config(&config);
             limits.check_key(key.as_bytes())?;
+            let value = match (value, value_file) {
+                (_, Some(path)) => read_file_at_most(
+                    &path,
+                    u64::from(config.max_value_bytes),
+                    "value",
+                    "max_value_bytes",
+                )?,
+                (Some(value), None) => value.as_bytes().to_vec(),
+                (None, None) => {
+                    return Err(CliError::Usage("put: give VALUE or --value-file".into()));
+                }
+            };
             limits.check_value(&value)?;
             let engine = KvEngine::open(config)?;
             let version = engine.put(key.as_bytes(), &value)?;
             engine.close()?;
-            println!("{version}");
+            out.did(format!("stored as version {version}"));
+            outln!(out, "{version}")?;
         }
         CliCommand::Get { key, show_version } => {
             Limits::from_config(&config).check_key(key.as_bytes())?;
             let engine = KvEngine::open(config)?;
             let Some(found) = engine.get_versioned(key.as_bytes())? else {
-                eprintln!("hightower: key not found: {}", display_key(key.as_bytes()));
+                note!("hightower: key not found: {}", display_key(key.as_bytes()));
                 return Ok(ExitCode::from(EXIT_NOT_FOUND));
             };
             if show_version {
-                eprintln!("version {}", found.version);
+                note!("version {}", found.version);
             }
-            write_stdout(&found.value)?;
+            out.bytes(&found.value)?;
         }
         CliCommand::Delete { key } => {
             Limits::from_config(&config).check_key(key.as_bytes())?;
@@ -238,37 +301,42 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let deleted = engine.delete(key.as_bytes())?;
             engine.close()?;
             match deleted {
-                Some(version) => println!("{version}"),
+                Some(version) => {
+                    out.did(format!("deleted at version {version}"));
+                    outln!(out, "{version}")?;
+                }
                 None => {
-                    eprintln!("hightower: key not found: {}", display_key(key.as_bytes()));
+                    note!("hightower: key not found: {}", display_key(key.as_bytes()));
                     return Ok(ExitCode::from(EXIT_NOT_FOUND));
                 }
             }
         }
         CliCommand::Stats { json } => {
             let engine = KvEngine::open(config)?;
-            let stats = engine.stats();
-            if json {
-                let text = serde_json::to_string_pretty(&stats).expect("stats serialize");
-                println!("{text}");
-            } else {
-                print_stats(&stats);
-            }
+            print::stats(&mut out, &engine.stats(), json)?;
         }
-        CliCommand::Verify { json } => return verify(&config, json),
+        CliCommand::Verify { json } => {
+            let results = verify_segments(&config)?;
+            let corrupt = print::verification(&mut out, &results, json)?;
+            out.finish()?;
+            return Ok(if corrupt {
+                ExitCode::from(EXIT_CORRUPT)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
         CliCommand::Compact { json } => {
             let engine = open_quiet(config)?;
             let report = engine.compact()?;
             engine.close()?;
+            out.did("the compaction finished");
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("report serializes")
-                );
+                out.json(&report)?;
             } else if report.inputs.is_empty() {
-                println!("nothing to compact: the store is empty");
+                outln!(out, "nothing to compact: the store is empty")?;
             } else {
-                println!(
+                outln!(
+                    out,
                     "compacted {} segment(s) ({} bytes) into {} ({} bytes): {} records kept, {} tombstones dropped",
                     report.inputs.len(),
                     report.input_bytes,
@@ -276,16 +344,16 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     report.output_bytes,
                     report.records_kept,
                     report.tombstones_dropped
-                );
+                )?;
             }
         }
         CliCommand::Inspect { what, json } => {
             let engine = open_quiet(config)?;
             let storage = engine.state().storage();
             match what {
-                None => print_segments(&storage.inspect_segments()?, json),
+                None => print::segments(&mut out, &storage.inspect_segments()?, json)?,
                 Some(InspectCommand::Segment { id }) => {
-                    print_records(&storage.inspect_records(id)?, json)
+                    print::records(&mut out, &storage.inspect_records(id)?, json)?
                 }
             }
             engine.close()?;
@@ -293,23 +361,28 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         CliCommand::Snapshot(SnapshotCommand::Create { file }) => {
             let engine = KvEngine::open(config)?;
             let info = create_snapshot_file(&engine, &file)?;
-            println!(
+            out.did(format!("wrote {}", file.display()));
+            outln!(
+                out,
                 "snapshot {}: {} keys at log index {}, {} bytes",
                 file.display(),
                 info.keys,
                 info.last_log_index,
                 info.bytes
-            );
+            )?;
         }
         CliCommand::Snapshot(SnapshotCommand::Restore { file }) => {
             let mut input = std::fs::File::open(&file)
                 .map_err(|source| Error::io(format!("open snapshot {}", file.display()), source))?;
             let mut input = std::io::BufReader::new(&mut input);
             let info = hightower_engine::snapshot::restore_snapshot(config, &mut input)?;
-            println!(
+            out.did("the snapshot was restored");
+            outln!(
+                out,
                 "restored {} keys at log index {}",
-                info.keys, info.last_log_index
-            );
+                info.keys,
+                info.last_log_index
+            )?;
         }
         CliCommand::Run {
             component,
@@ -329,7 +402,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             return run_component(config, sandbox, &component, &namespaces, args);
         }
         CliCommand::Auth(args) => {
-            return auth_cli::run(config, wasm_config, auth_config, args);
+            auth_cli::run(config, wasm_config, auth_config, args)?;
         }
         CliCommand::Salvage => {
             let engine = KvEngine::open(Config {
@@ -337,21 +410,26 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 ..config
             })?;
             let report = engine.stats().recovery;
+            engine.close()?;
+            out.did("the salvage finished");
             if report.salvaged.is_empty() {
-                println!("no damage found; nothing salvaged");
+                outln!(out, "no damage found; nothing salvaged")?;
             }
             for note in &report.salvaged {
-                println!(
+                outln!(
+                    out,
                     "{}: kept {} commands; original kept as {}",
-                    note.segment, note.commands_kept, note.original_kept_as
-                );
+                    note.segment,
+                    note.commands_kept,
+                    note.original_kept_as
+                )?;
                 for (start, end, reason) in &note.dropped {
-                    println!("  dropped bytes {start}..{end}: {reason}");
+                    outln!(out, "  dropped bytes {start}..{end}: {reason}")?;
                 }
             }
-            engine.close()?;
         }
     }
+    out.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -422,7 +500,7 @@ fn run_component(
     match status {
         Ok(code) => Ok(ExitCode::from(code as u8)),
         Err(err) => {
-            eprintln!("hightower: {err}");
+            note!("hightower: {err}");
             Ok(ExitCode::from(match err {
                 WasmError::Config(_)
                 | WasmError::Compile { .. }
@@ -434,26 +512,6 @@ fn run_component(
     }
 }
 
-/// The value argument, or stdin for `-`.
-fn read_value(arg: &OsString) -> Result<Vec<u8>, Error> {
-    if arg.as_bytes() != b"-" {
-        return Ok(arg.as_bytes().to_vec());
-    }
-    let mut value = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut value)
-        .map_err(|source| Error::io("read value from stdin", source))?;
-    Ok(value)
-}
-
-fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(bytes)
-        .and_then(|()| out.flush())
-        .map_err(|source| Error::io("write to stdout", source))
-}
-
 /// Opens without background threads: a one-shot command does its work
 /// itself, and the outcome does not depend on a thread's timing.
 fn open_quiet(config: Config) -> Result<KvEngine, Error> {
@@ -462,158 +520,4 @@ fn open_quiet(config: Config) -> Result<KvEngine, Error> {
         ..hightower_engine::EngineOptions::default()
     };
     KvEngine::open_with(config, options)
-}
-
-fn print_segments(segments: &[hightower_engine::storage::SegmentInfo], json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(segments).expect("segments serialize")
-        );
-        return;
-    }
-    println!(
-        "{:<20} {:>6} {:>12} {:>9} {:>9} {:>12} {:>12} {:>10} {:>10}  kind",
-        "segment", "rank", "bytes", "records", "live", "live bytes", "dead bytes", "meta", "bloom"
-    );
-    for s in segments {
-        let kind = match (s.active, s.compacted) {
-            (true, _) => "active",
-            (false, true) => "compacted",
-            (false, false) => "sealed",
-        };
-        println!(
-            "{:<20} {:>6} {:>12} {:>9} {:>9} {:>12} {:>12} {:>10} {:>10}  {kind}",
-            s.file,
-            s.rank,
-            s.bytes,
-            s.records,
-            s.live_records,
-            s.live_bytes,
-            s.dead_bytes,
-            s.metadata_bytes,
-            s.bloom_filter_bytes
-        );
-    }
-    let total =
-        |f: fn(&hightower_engine::storage::SegmentInfo) -> u64| segments.iter().map(f).sum::<u64>();
-    println!(
-        "{} segment(s), {} bytes, {} live bytes, {} dead bytes, {} metadata bytes",
-        segments.len(),
-        total(|s| s.bytes),
-        total(|s| s.live_bytes),
-        total(|s| s.dead_bytes),
-        total(|s| s.metadata_bytes)
-    );
-}
-
-fn print_records(records: &[hightower_engine::storage::RecordInfo], json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(records).expect("records serialize")
-        );
-        return;
-    }
-    println!(
-        "{:>10} {:<9} {:>10} {:>10} {:>8} {:<4}  key",
-        "offset", "kind", "version", "log index", "value", "live"
-    );
-    for r in records {
-        println!(
-            "{:>10} {:<9} {:>10} {:>10} {:>8} {:<4}  {}",
-            r.offset,
-            r.kind,
-            r.version,
-            r.log_index,
-            r.value_bytes,
-            if r.live { "yes" } else { "no" },
-            display_key(&r.key)
-        );
-    }
-    println!("{} record(s)", records.len());
-}
-
-fn print_stats(stats: &hightower_engine::Stats) {
-    let s = &stats.storage;
-    let m = &stats.metrics;
-    println!("data directory:      {}", stats.data_dir);
-    println!("sync mode:           {}", stats.sync);
-    println!("keys:                {}", s.keys);
-    println!("segments:            {}", s.segments);
-    println!("disk bytes:          {}", s.disk_bytes);
-    println!("live bytes:          {}", s.live_bytes);
-    println!("index memory bytes:  {}", s.index_memory_bytes);
-    println!(
-        "hot index:           {} entries ({} tombstones), {} evicted, {}",
-        s.hot_entries,
-        s.hot_tombstones,
-        s.hot_evictions,
-        if s.hot_index_complete {
-            "holds every key"
-        } else {
-            "misses read segment metadata"
-        }
-    );
-    println!("last version:        {}", s.committed_version);
-    println!("last log index:      {}", s.last_log_index);
-    println!("recovered records:   {}", stats.recovery.records);
-    println!(
-        "torn tail dropped:   {} bytes",
-        stats.recovery.torn_tail_bytes_dropped
-    );
-    println!(
-        "this process:        {} puts, {} deletes, {} batches, {} gets, {} fsyncs",
-        m.puts, m.deletes, m.batches, m.gets, m.fsyncs
-    );
-    if let Some(reason) = &s.poisoned {
-        println!("WRITES REFUSED:      {reason}");
-    }
-}
-
-fn verify(config: &Config, json: bool) -> Result<ExitCode, CliError> {
-    let results = verify_segments(config)?;
-    let corrupt = results.iter().any(|r| r.verdict.is_corrupt());
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&results).expect("verification serializes")
-        );
-    } else {
-        for r in &results {
-            let verdict = match &r.verdict {
-                SegmentVerdict::Ok => "ok".to_string(),
-                SegmentVerdict::TornTail { offset, bytes } => {
-                    format!("torn tail at offset {offset} ({bytes} bytes; cut on next open)")
-                }
-                SegmentVerdict::Corrupt {
-                    offset,
-                    reason,
-                    damaged_ranges,
-                } => {
-                    format!(
-                        "CORRUPT at offset {offset}: {reason} ({damaged_ranges} damaged range(s))"
-                    )
-                }
-            };
-            println!(
-                "{}: {} bytes, {} records, {} commands: {verdict}",
-                r.file, r.bytes, r.records, r.commands
-            );
-        }
-        println!(
-            "{} segment(s) checked, {}",
-            results.len(),
-            if corrupt {
-                "corruption found"
-            } else {
-                "no corruption"
-            }
-        );
-    }
-    Ok(if corrupt {
-        ExitCode::from(EXIT_CORRUPT)
-    } else {
-        ExitCode::SUCCESS
-    })
 }

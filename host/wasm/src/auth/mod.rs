@@ -12,7 +12,7 @@ pub mod kek;
 mod types;
 
 pub use config::AuthConfig;
-pub use kek::{KEK_ENV, KEK_FILE, KekError, KeyRing, KeySource};
+pub use kek::{KEK_ENV, KEK_FILE, KekError, KekSource, KeyFile, KeyRing};
 pub use types::{ApiKey, Argon2Params, AuthError, Hasher, NewApiKey, Principal, User, UserPage};
 use types::{WitKek, WitServiceConfig};
 
@@ -36,6 +36,9 @@ pub enum AuthClientError {
     /// The component could not be loaded or was stopped.
     #[error(transparent)]
     Wasm(#[from] WasmError),
+    /// The key-encryption keys are missing or unusable.
+    #[error(transparent)]
+    Kek(#[from] KekError),
 }
 
 pub type Result<T> = std::result::Result<T, AuthClientError>;
@@ -58,6 +61,29 @@ impl AuthClient {
     /// Loads the embedded component into `runtime`, granted `auth/`.
     pub fn load(runtime: &WasmRuntime, hasher: Hasher, keys: &KeyRing) -> Result<Self> {
         Self::load_component(runtime, COMPONENT, hasher, keys)
+    }
+
+    /// Loads the embedded component with the keys of `HIGHTOWER_AUTH_KEK`,
+    /// else of the key file in `data_dir` (see [`kek`]), creating that file
+    /// if there is none. Returns where the keys came from.
+    pub fn load_for_data_dir(
+        runtime: &WasmRuntime,
+        hasher: Hasher,
+        data_dir: &std::path::Path,
+    ) -> Result<(Self, KekSource)> {
+        if let Some(keys) = KeyRing::from_env()? {
+            return Ok((Self::load(runtime, hasher, &keys)?, KekSource::Env));
+        }
+        let file = KeyFile::in_data_dir(data_dir)?;
+        let (keys, created) = match file.load()? {
+            Some(keys) => (keys, false),
+            None => file.create()?,
+        };
+        let source = KekSource::File {
+            path: file.path().to_path_buf(),
+            created,
+        };
+        Ok((Self::load(runtime, hasher, &keys)?, source))
     }
 
     /// Loads another build of the service (benchmarks, tests).
