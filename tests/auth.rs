@@ -13,10 +13,10 @@ use hightower_engine::{Config, KvEngine, SyncMode};
 use hightower_wasm::auth::{Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KeyRing};
 use hightower_wasm::{SandboxConfig, WasmRuntime};
 
-/// Cheap parameters for tests that hash a lot.
+/// The cheapest parameters at the floor, for tests that hash a lot.
 const CHEAP: Hasher = Hasher::Argon2id(Argon2Params {
-    m_kib: 64,
-    t: 1,
+    m_kib: 7168,
+    t: 5,
     p: 1,
 });
 
@@ -176,10 +176,10 @@ fn raised_params_rehash_on_login() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(before.contains("m=64,t=1,p=1"), "{before}");
+    assert!(before.contains("m=7168,t=5,p=1"), "{before}");
     let raised = Hasher::Argon2id(Argon2Params {
-        m_kib: 256,
-        t: 2,
+        m_kib: 8192,
+        t: 5,
         p: 1,
     });
     let client = env.client.with_settings(raised, &KeyRing::single([7; 32]));
@@ -189,7 +189,28 @@ fn raised_params_rehash_on_login() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(after.contains("m=256,t=2,p=1"), "{after}");
+    assert!(after.contains("m=8192,t=5,p=1"), "{after}");
+    // Settings weaker in one parameter verify without rehashing.
+    let fewer_passes = env
+        .client
+        .with_settings(Hasher::default(), &KeyRing::single([7; 32]));
+    fewer_passes.verify_password("rehash-me", "pw-1").unwrap();
+    assert_eq!(raw_user(env, &user.id)["password_hash"], after.as_str());
+    // Below the floor, the component refuses the configuration itself.
+    let weak = env.client.with_settings(
+        Hasher::Argon2id(Argon2Params {
+            m_kib: 8,
+            t: 1,
+            p: 1,
+        }),
+        &KeyRing::single([7; 32]),
+    );
+    let e = auth_err(weak.verify_password("rehash-me", "pw-1"));
+    assert!(
+        matches!(&e, AuthError::InvalidArgument(m) if m.contains("below the floor")),
+        "{e:?}"
+    );
+    assert_eq!(raw_user(env, &user.id)["password_hash"], after.as_str());
     // The old settings still verify it: parameters come from the hash.
     env.client.verify_password("rehash-me", "pw-1").unwrap();
     env.client

@@ -4,8 +4,9 @@
 //! an unknown user and a wrong password look the same, and that no
 //! password, token or key ever reaches stderr, even with `HIGHTOWER_LOG=trace`.
 //!
-//! Hashing uses `--argon2-m 64 --argon2-t 1` (the CLI's flags) except where
-//! the defaults themselves are checked. No timing is asserted.
+//! Hashing uses `--argon2-m 7168 --argon2-t 5` (the cheapest parameters at
+//! the floor) except where the defaults themselves are checked. No timing
+//! is asserted.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -19,14 +20,14 @@ use std::time::{Duration, Instant};
 mod harness;
 use harness::{BIN, DENIED, NOT_FOUND, OK, OTHER, OUTPUT, Run, Store, TAKEN, TIMEOUT, USAGE};
 
-/// Cheap Argon2id parameters for new hashes.
-const FAST: [&str; 4] = ["--argon2-m", "64", "--argon2-t", "1"];
+/// The cheapest Argon2id parameters at the floor, for new hashes.
+const FAST: [&str; 4] = ["--argon2-m", "7168", "--argon2-t", "5"];
 
 const BAD_CREDENTIALS: &str = "hightower: invalid username or password\n";
 const BAD_TOKEN: &str = "hightower: invalid API key\n";
 
 impl Store {
-    /// `hightower --data-dir DATA auth --argon2-m 64 --argon2-t 1 ARGS...`
+    /// `hightower --data-dir DATA auth --argon2-m 7168 --argon2-t 5 ARGS...`
     fn auth(&self, args: &[&str]) -> Run {
         self.cli().arg("auth").args(FAST).args(args)
     }
@@ -548,10 +549,10 @@ fn hashing_options_bcrypt_migration_rehash_and_bad_flags() {
         .exactly(OK, format!("{legacy}\n"), "");
     assert!(
         s.password_hash(&legacy)
-            .starts_with("$argon2id$v=19$m=64,t=1,p=1$")
+            .starts_with("$argon2id$v=19$m=7168,t=5,p=1$")
     );
     // ...and raised parameters rehash again; a failed login does not.
-    let raised = ["auth", "--argon2-m", "128", "--argon2-t", "2"];
+    let raised = ["auth", "--argon2-m", "8192", "--argon2-t", "5"];
     let before = s.password_hash(&legacy);
     s.cli()
         .args(raised)
@@ -566,10 +567,49 @@ fn hashing_options_bcrypt_migration_rehash_and_bad_flags() {
         .stdin("pw-legacy\n")
         .run()
         .code(OK);
-    assert!(
-        s.password_hash(&legacy)
-            .starts_with("$argon2id$v=19$m=128,t=2,p=1$")
-    );
+    let raised_hash = s.password_hash(&legacy);
+    assert!(raised_hash.starts_with("$argon2id$v=19$m=8192,t=5,p=1$"));
+    // Never towards weaker parameters: fewer passes (the defaults), bcrypt,
+    // or parameters below the floor (issue 17: `--argon2-m 8 --argon2-t 1`
+    // rewrote the hash), which are refused before anything is opened.
+    for weaker in [&["auth"][..], &["auth", "--bcrypt-cost", "12"]] {
+        s.cli()
+            .args(weaker)
+            .args(["user", "verify", "legacy"])
+            .stdin("pw-legacy\n")
+            .run()
+            .exactly(OK, format!("{legacy}\n"), "");
+        assert_eq!(s.password_hash(&legacy), raised_hash);
+    }
+    s.cli()
+        .args([
+            "auth",
+            "--argon2-m",
+            "8",
+            "--argon2-t",
+            "1",
+            "user",
+            "verify",
+            "legacy",
+        ])
+        .stdin("pw-legacy\n")
+        .run()
+        .fails(
+            USAGE,
+            &["--argon2-m: 8 KiB with --argon2-t 1 is below the floor"],
+        );
+    let weak_config = s.file("weak.toml", "[auth]\nargon2_m_kib = 1024\n");
+    s.cli()
+        .arg("--config")
+        .arg(&weak_config)
+        .args(["auth", "user", "verify", "legacy"])
+        .stdin("pw-legacy\n")
+        .run()
+        .fails(
+            USAGE,
+            &["auth.argon2_m_kib: 1024 KiB with auth.argon2_t 2 is below the floor"],
+        );
+    assert_eq!(s.password_hash(&legacy), raised_hash);
 
     // Bad flags are refused before the data directory is created.
     let fresh = Store::new();
@@ -577,7 +617,7 @@ fn hashing_options_bcrypt_migration_rehash_and_bad_flags() {
         (&["--argon2-t", "0"][..], "--argon2-t: must be at least 1"),
         (
             &["--argon2-m", "4"],
-            "--argon2-m: 4 KiB is below 8 KiB per lane",
+            "--argon2-m: 4 KiB with auth.argon2_t 2 is below the floor",
         ),
         (&["--argon2-m", "1048576"], "wasm.max_memory_bytes"),
         (

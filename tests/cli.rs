@@ -654,15 +654,33 @@ fn out_of_range_or_mistyped_config_values_exit_2_naming_the_field() {
         ("data_dir = ''", "data_dir"),
         // Every size and period has a ceiling (the first aborted on an
         // allocation failure, the second panicked).
-        ("index_initial_capacity = 99999999999999", "index_initial_capacity"),
-        ("index_initial_capacity = 9223372036854775807", "index_initial_capacity"),
+        (
+            "index_initial_capacity = 99999999999999",
+            "index_initial_capacity",
+        ),
+        (
+            "index_initial_capacity = 9223372036854775807",
+            "index_initial_capacity",
+        ),
         ("sync_interval_ms = 9223372036854775807", "sync_interval_ms"),
-        ("maintenance_interval_ms = 99999999999999", "maintenance_interval_ms"),
+        (
+            "maintenance_interval_ms = 99999999999999",
+            "maintenance_interval_ms",
+        ),
         ("preallocate_bytes = 99999999999999", "preallocate_bytes"),
-        ("max_commit_group_bytes = 9223372036854775807", "max_commit_group_bytes"),
+        (
+            "max_commit_group_bytes = 9223372036854775807",
+            "max_commit_group_bytes",
+        ),
         ("max_batch_ops = 4294967295", "max_batch_ops"),
-        ("hot_index_max_entries = 9223372036854775807", "hot_index_max_entries"),
-        ("hot_index_max_bytes = 9223372036854775807", "hot_index_max_bytes"),
+        (
+            "hot_index_max_entries = 9223372036854775807",
+            "hot_index_max_entries",
+        ),
+        (
+            "hot_index_max_bytes = 9223372036854775807",
+            "hot_index_max_bytes",
+        ),
     ];
     for (toml, field) in cases {
         let config = store.config("range.toml", &format!("{toml}\n"));

@@ -170,7 +170,9 @@ pub struct AuthService<S, R, C> {
 
 impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
     pub fn new(store: S, rng: R, clock: C, config: &ServiceConfig) -> Result<Self, AuthError> {
-        let hasher = hasher_for(config.hasher)?;
+        // Bad parameters are the caller's: below the floor, for example.
+        let hasher =
+            hasher_for(config.hasher).map_err(|e| AuthError::InvalidArgument(e.to_string()))?;
         Self::with_hasher(store, rng, clock, hasher, config)
     }
 

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::auth_service::*;
 use crate::auth_types::*;
-use crate::crypto::{HasherConfig, Kek, MAX_PASSWORD_BYTES, hasher_for};
+use crate::crypto::{
+    Argon2idHasher, HasherConfig, Kek, MAX_PASSWORD_BYTES, SecretHasher, hasher_for,
+};
 use crate::testing::{CountingHasher, FakeClock, FakeRandom, MemStore};
 
 const CHEAP: HasherConfig = HasherConfig::Argon2id {
@@ -27,10 +29,36 @@ fn config(hasher: HasherConfig) -> ServiceConfig {
 
 type Svc<'a> = AuthService<&'a MemStore, FakeRandom, &'a FakeClock>;
 
+/// The hasher of `config`, but without the Argon2id floor: at the floor
+/// every test hash would cost tens of milliseconds.
+fn test_hasher(config: HasherConfig) -> Box<dyn SecretHasher> {
+    match config {
+        HasherConfig::Argon2id { m_kib, t, p } => {
+            Box::new(Argon2idHasher::below_floor_for_tests(m_kib, t, p))
+        }
+        other => hasher_for(other).unwrap(),
+    }
+}
+
+fn service_seeded<'a>(
+    store: &'a MemStore,
+    clock: &'a FakeClock,
+    hasher: HasherConfig,
+    seed: u64,
+) -> Svc<'a> {
+    AuthService::with_hasher(
+        store,
+        FakeRandom::new(seed),
+        clock,
+        test_hasher(hasher),
+        &config(hasher),
+    )
+    .unwrap()
+}
+
 fn service<'a>(store: &'a MemStore, clock: &'a FakeClock, hasher: HasherConfig) -> Svc<'a> {
     static SEED: AtomicU64 = AtomicU64::new(100);
-    let seed = SEED.fetch_add(1, Ordering::SeqCst);
-    AuthService::new(store, FakeRandom::new(seed), clock, &config(hasher)).unwrap()
+    service_seeded(store, clock, hasher, SEED.fetch_add(1, Ordering::SeqCst))
 }
 
 fn clock() -> FakeClock {
@@ -95,7 +123,7 @@ fn counting<'a>(
 ) -> (Svc<'a>, Arc<AtomicU64>) {
     let hashes = Arc::new(AtomicU64::new(0));
     let counting = CountingHasher {
-        inner: hasher_for(hasher).unwrap(),
+        inner: test_hasher(hasher),
         hashes: hashes.clone(),
     };
     let svc = AuthService::with_hasher(
@@ -345,8 +373,7 @@ fn concurrent_registration_has_one_winner() {
             .map(|i| {
                 let (store, clock) = (&store, &clock);
                 s.spawn(move || {
-                    let svc =
-                        AuthService::new(store, FakeRandom::new(i), clock, &config(CHEAP)).unwrap();
+                    let svc = service_seeded(store, clock, CHEAP, i);
                     svc.create_user("Zoe", "pw", None)
                 })
             })

@@ -161,6 +161,16 @@ fn hasher_from_args(
     if !(1..=0xFF_FFFF).contains(&params.p) {
         return Err(format!("{p_name}: {} is not in 1..=16777215", params.p));
     }
+    if let Some(floor) = Argon2Params::floor_m_kib(params.t)
+        && params.m_kib < floor
+    {
+        return Err(format!(
+            "{m_name}: {} KiB with {t_name} {} is below the floor of Argon2id parameters \
+             (OWASP's minimum): with t = {} at least {floor} KiB \
+             (t = 1: 47104 KiB, 2: 19456, 3: 12288, 4: 9216, 5 or more: 7168)",
+            params.m_kib, params.t, params.t
+        ));
+    }
     if (params.m_kib as u64) < 8 * params.p as u64 {
         return Err(format!(
             "{m_name}: {} KiB is below 8 KiB per lane ({} lanes)",
@@ -444,25 +454,37 @@ mod tests {
     #[test]
     fn the_config_file_sets_the_hashing_and_flags_override_it() {
         let config = AuthConfig {
-            argon2_m_kib: 1024,
+            argon2_m_kib: 12288,
             argon2_t: 3,
             ..AuthConfig::default()
         };
         let params = |m_kib, t| Ok(Hasher::Argon2id(Argon2Params { m_kib, t, p: 1 }));
-        assert_eq!(hasher_with(&[], &config), params(1024, 3));
-        assert_eq!(hasher_with(&["--argon2-t", "1"], &config), params(1024, 1));
+        assert_eq!(hasher_with(&[], &config), params(12288, 3));
+        assert_eq!(hasher_with(&["--argon2-t", "4"], &config), params(12288, 4));
         let bcrypt = AuthConfig {
             bcrypt_cost: 12,
             ..AuthConfig::default()
         };
         assert_eq!(hasher_with(&[], &bcrypt), Ok(Hasher::Bcrypt(12)));
-        assert_eq!(hasher_with(&["--argon2-m", "64"], &bcrypt), params(64, 2));
+        assert_eq!(
+            hasher_with(&["--argon2-m", "20000"], &bcrypt),
+            params(20000, 2)
+        );
         let bad = AuthConfig {
             argon2_t: 0,
             ..AuthConfig::default()
         };
         let err = hasher_with(&[], &bad).unwrap_err();
         assert!(err.starts_with("auth.argon2_t:"), "{err}");
+        let weak = AuthConfig {
+            argon2_m_kib: 64,
+            ..AuthConfig::default()
+        };
+        let err = hasher_with(&[], &weak).unwrap_err();
+        assert!(
+            err.starts_with("auth.argon2_m_kib: 64 KiB with auth.argon2_t 2 is below"),
+            "{err}"
+        );
         let bad_cost = AuthConfig {
             bcrypt_cost: 3,
             ..AuthConfig::default()
@@ -475,10 +497,10 @@ mod tests {
     fn hashing_flags_are_checked_with_the_components_rules() {
         assert_eq!(hasher(&[]), Ok(Hasher::default()));
         assert_eq!(
-            hasher(&["--argon2-m", "64", "--argon2-t", "1"]),
+            hasher(&["--argon2-m", "7168", "--argon2-t", "5"]),
             Ok(Hasher::Argon2id(Argon2Params {
-                m_kib: 64,
-                t: 1,
+                m_kib: 7168,
+                t: 5,
                 p: 1
             }))
         );
@@ -491,9 +513,27 @@ mod tests {
             (&["--argon2-t", "0"], "--argon2-t"),
             (&["--argon2-p", "0"], "--argon2-p"),
             (
-                &["--argon2-m", "15", "--argon2-p", "2"],
+                &[
+                    "--argon2-m",
+                    "7168",
+                    "--argon2-t",
+                    "5",
+                    "--argon2-p",
+                    "1000",
+                ],
                 "below 8 KiB per lane",
             ),
+            // The floor: OWASP's minimums (issue 17: m = 8, t = 1 was taken).
+            (
+                &["--argon2-m", "8", "--argon2-t", "1"],
+                "--argon2-m: 8 KiB with --argon2-t 1 is below the floor",
+            ),
+            (&["--argon2-m", "19455"], "with t = 2 at least 19456 KiB"),
+            (
+                &["--argon2-m", "7167", "--argon2-t", "9"],
+                "with t = 9 at least 7168 KiB",
+            ),
+            (&["--argon2-t", "1"], "with t = 1 at least 47104 KiB"),
             (&["--argon2-m", "65536"], "wasm.max_memory_bytes"),
         ] {
             let err = hasher(flags).unwrap_err();
@@ -506,7 +546,7 @@ mod tests {
                 "--bcrypt-cost",
                 "10",
                 "--argon2-m",
-                "64",
+                "20000",
                 "key",
                 "verify"
             ])

@@ -13,7 +13,10 @@ mod types;
 
 pub use config::AuthConfig;
 pub use kek::{KEK_ENV, KEK_FILE, KekError, KekSource, KeyFile, KeyRing};
-pub use types::{ApiKey, Argon2Params, AuthError, Hasher, NewApiKey, Principal, User, UserPage};
+pub use types::{
+    ARGON2_FLOOR_M_KIB, ApiKey, Argon2Params, AuthError, Hasher, NewApiKey, Principal, User,
+    UserPage,
+};
 use types::{WitKek, WitServiceConfig};
 
 use std::sync::Arc;

@@ -23,6 +23,29 @@ pub struct Argon2Params {
     pub p: u32,
 }
 
+/// The floor of Argon2id parameters, which the component enforces:
+/// OWASP's equally strong minimum configurations (Password Storage Cheat
+/// Sheet), as (passes `t`, least memory in KiB). `t = 5` and more need
+/// 7168 KiB; lanes (`p`) split the memory and add no strength.
+pub const ARGON2_FLOOR_M_KIB: [(u32, u32); 5] =
+    [(1, 47104), (2, 19456), (3, 12288), (4, 9216), (5, 7168)];
+
+impl Argon2Params {
+    /// The least memory (KiB) allowed with `t` passes; `None` for `t = 0`.
+    pub fn floor_m_kib(t: u32) -> Option<u32> {
+        ARGON2_FLOOR_M_KIB
+            .iter()
+            .rev()
+            .find(|(passes, _)| t >= *passes)
+            .map(|(_, m_kib)| *m_kib)
+    }
+
+    /// Whether these parameters are below the floor (`t = 0` is).
+    pub fn below_floor(&self) -> bool {
+        Self::floor_m_kib(self.t).is_none_or(|floor| self.m_kib < floor)
+    }
+}
+
 impl Default for Argon2Params {
     /// OWASP: m = 19 MiB, t = 2, p = 1.
     fn default() -> Self {
