@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use hightower_engine::{Config, KvEngine, SyncMode};
-use hightower_wasm::auth::{Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KeyRing};
+use hightower_wasm::auth::{
+    Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KeyRing, Scope, ScopeChange,
+};
 use hightower_wasm::{SandboxConfig, WasmRuntime};
 
 /// The cheapest parameters at the floor, for tests that hash a lot.
@@ -93,6 +95,7 @@ fn eight_threads_one_username_one_winner_no_orphans() {
                         if i % 2 == 0 { "Race" } else { "RACE" },
                         "pw-race",
                         None,
+                        &[],
                     )
                 })
             })
@@ -137,7 +140,7 @@ fn default_params_phc_verifies_natively_and_unknown_user_looks_like_wrong_passwo
         .client
         .with_settings(Hasher::default(), &KeyRing::single([7; 32]));
     let user = client
-        .create_user("Interop", "correct horse", None)
+        .create_user("Interop", "correct horse", None, &[])
         .unwrap();
     let phc = raw_user(env, &user.id)["password_hash"]
         .as_str()
@@ -171,7 +174,10 @@ fn default_params_phc_verifies_natively_and_unknown_user_looks_like_wrong_passwo
 #[test]
 fn raised_params_rehash_on_login() {
     let env = env();
-    let user = env.client.create_user("rehash-me", "pw-1", None).unwrap();
+    let user = env
+        .client
+        .create_user("rehash-me", "pw-1", None, &[])
+        .unwrap();
     let before = raw_user(env, &user.id)["password_hash"]
         .as_str()
         .unwrap()
@@ -221,11 +227,11 @@ fn raised_params_rehash_on_login() {
     // Limits are enforced before hashing, and reported.
     let long = "p".repeat(1025);
     assert!(matches!(
-        auth_err(env.client.create_user("longpw", &long, None)),
+        auth_err(env.client.create_user("longpw", &long, None, &[])),
         AuthError::InvalidPassword(_)
     ));
     assert!(matches!(
-        auth_err(env.client.create_user("bad\u{1}name", "pw", None)),
+        auth_err(env.client.create_user("bad\u{1}name", "pw", None, &[])),
         AuthError::InvalidUsername(_)
     ));
     env.client.delete_user(&user.id).unwrap();
@@ -234,8 +240,11 @@ fn raised_params_rehash_on_login() {
 #[test]
 fn api_keys_scopes_typos_expiry_revocation_and_cascade() {
     let env = env();
-    let user = env.client.create_user("keyholder", "pw", None).unwrap();
-    let scopes = vec!["kv:read".to_string(), "kv:write".to_string()];
+    let user = env
+        .client
+        .create_user("keyholder", "pw", None, &[])
+        .unwrap();
+    let scopes = vec!["read:app/".to_string(), "write:app/".to_string()];
     let new = env
         .client
         .create_api_key(&user.id, "deploy", &scopes, None)
@@ -320,11 +329,11 @@ fn metadata_is_encrypted_bound_to_its_record_and_rotates() {
     let env = env();
     let a = env
         .client
-        .create_user("meta-a", "pw", Some(b"secret-team-blue"))
+        .create_user("meta-a", "pw", Some(b"secret-team-blue"), &[])
         .unwrap();
     let b = env
         .client
-        .create_user("meta-b", "pw", Some(b"other"))
+        .create_user("meta-b", "pw", Some(b"other"), &[])
         .unwrap();
     assert_eq!(
         env.client.get_user(&a.id).unwrap().metadata.as_deref(),
@@ -340,7 +349,9 @@ fn metadata_is_encrypted_bound_to_its_record_and_rotates() {
         rotated.get_user(&a.id).unwrap().metadata.as_deref(),
         Some(&b"secret-team-blue"[..])
     );
-    let c = rotated.create_user("meta-c", "pw", Some(b"new")).unwrap();
+    let c = rotated
+        .create_user("meta-c", "pw", Some(b"new"), &[])
+        .unwrap();
     let blob: Vec<u8> = serde_json::from_value(raw_user(env, &c.id)["metadata"].clone()).unwrap();
     assert_eq!(&blob[..5], &[1, 0, 0, 0, 2]);
     let e = auth_err(env.client.get_user(&c.id));
@@ -372,7 +383,7 @@ fn list_users_is_paged() {
     for i in 0..5 {
         ids.push(
             env.client
-                .create_user(&format!("page-{i}"), "pw", None)
+                .create_user(&format!("page-{i}"), "pw", None, &[])
                 .unwrap()
                 .id,
         );
@@ -403,6 +414,80 @@ fn list_users_is_paged() {
     for id in &ids {
         env.client.delete_user(id).unwrap();
     }
+}
+
+/// The component (which checks scopes when it stores them) and the host's
+/// parser (which a server enforces) agree on the grammar.
+#[test]
+fn the_component_and_the_host_agree_on_the_scope_grammar() {
+    let env = env();
+    let user = env.client.create_user("grammar", "pw", None, &[]).unwrap();
+    let long_prefix = format!("read:{}", "p".repeat(256));
+    let over_prefix = format!("{long_prefix}p");
+    let long_call = format!("call:{}", "e".repeat(64));
+    let over_call = format!("{long_call}e");
+    let cases = [
+        "admin",
+        "read:",
+        "write:",
+        "read:app/",
+        "write:app/jobs/",
+        "read:auth",
+        "call:resize_2-x",
+        &long_prefix,
+        &long_call,
+        "ADMIN",
+        "kv:read",
+        "read",
+        "read:a b",
+        "read:a,b",
+        "read:\u{7}",
+        "read:a\u{3000}",
+        "read:auth/",
+        "write:auth/x",
+        "call:",
+        "call:A",
+        "call:a.b",
+        "",
+        &over_prefix,
+        &over_call,
+    ];
+    for case in cases {
+        let host = Scope::parse(case);
+        let scopes = [case.to_string()];
+        let component = env
+            .client
+            .update_user_scopes(&user.id, &ScopeChange::Set(scopes.to_vec()));
+        match (&host, &component) {
+            (Ok(scope), Ok(stored)) => {
+                assert_eq!(stored.scopes, [scope.to_string()], "{case:?}");
+            }
+            (Err(_), Err(AuthClientError::Auth(AuthError::InvalidArgument(m)))) => {
+                assert!(m.starts_with("scope "), "{case:?}: {m}");
+            }
+            _ => panic!("{case:?}: host {host:?}, component {component:?}"),
+        }
+    }
+    // Users carry their scopes into a password login; keys can be deleted.
+    env.client
+        .update_user_scopes(&user.id, &ScopeChange::Set(vec!["read:app/".into()]))
+        .unwrap();
+    let verified = env.client.verify_password("GRAMMAR", "pw").unwrap();
+    assert_eq!(verified.scopes, ["read:app/"]);
+    let key = env
+        .client
+        .create_api_key(&user.id, "k", &["admin".into()], None)
+        .unwrap();
+    env.client.delete_api_key(&key.key.id).unwrap();
+    assert_eq!(
+        auth_err(env.client.verify_api_key(&key.token)),
+        AuthError::InvalidToken
+    );
+    assert_eq!(
+        auth_err(env.client.delete_api_key(&key.key.id)),
+        AuthError::KeyNotFound
+    );
+    env.client.delete_user(&user.id).unwrap();
 }
 
 /// The embedded component is built with `+simd128` (guest-auth's

@@ -193,11 +193,12 @@ fn users_create_verify_passwd_show_list_delete() {
     // show: metadata decrypted; stored encrypted.
     let out = s.auth(&["user", "show", "alice"]).run();
     let lines: Vec<&str> = out.ok().lines().collect();
-    assert_eq!(lines.len(), 5, "{}", out.describe());
+    assert_eq!(lines.len(), 6, "{}", out.describe());
     assert_eq!(lines[0], format!("id: {alice}"));
     assert_eq!(lines[1], "username: Alice");
     assert!(lines[2].starts_with("created: ") && lines[3].starts_with("updated: "));
-    assert_eq!(lines[4], "metadata: {\"team\":\"blue-falcon\"}");
+    assert_eq!(lines[4], "scopes: -");
+    assert_eq!(lines[5], "metadata: {\"team\":\"blue-falcon\"}");
     let raw = s.raw(&format!("auth/user/{alice}")).unwrap();
     assert!(
         !raw.contains("blue-falcon") && !raw.contains("pw-alice"),
@@ -291,14 +292,14 @@ fn api_keys_create_verify_revoke_list_expire() {
     let (key_id, token) = s.create_key(
         "KeyHolder",
         "deploy",
-        &["--scope", "kv:read", "--scope", "kv:write"],
+        &["--scope", "read:app/", "--scope", "write:app/jobs/"],
     );
     s.auth(&["key", "verify"])
         .stdin(format!("{token}\n"))
         .run()
         .exactly(
             OK,
-            format!("user: {user}\nkey: {key_id}\nscopes: kv:read kv:write\n"),
+            format!("user: {user}\nkey: {key_id}\nscopes: read:app/ write:app/jobs/\n"),
             "",
         );
     // A typo is caught by the checksum; garbage and an unknown key id look
@@ -323,7 +324,10 @@ fn api_keys_create_verify_revoke_list_expire() {
     let out = s.auth(&["key", "list", "keyholder"]).run();
     let fields: Vec<&str> = out.ok().trim_end().split('\t').collect();
     assert_eq!(fields.len(), 7, "{}", out.describe());
-    assert_eq!(fields[..3], [key_id.as_str(), "deploy", "kv:read,kv:write"]);
+    assert_eq!(
+        fields[..3],
+        [key_id.as_str(), "deploy", "read:app/ write:app/jobs/"]
+    );
     assert!(fields[3].parse::<u64>().is_ok());
     assert_eq!(fields[4..6], ["-", "-"]);
     assert_eq!(fields[6], format!("...{}", &token[token.len() - 8..]));
@@ -380,6 +384,30 @@ fn api_keys_create_verify_revoke_list_expire() {
     ])
     .run()
     .fails(USAGE, &["--expires-in"]);
+    // Scopes follow the grammar (README "Scopes"): `a,b` is refused rather
+    // than shown like two scopes.
+    for (scope, needle) in [
+        (
+            "a b",
+            "not admin, read:PREFIX, write:PREFIX or call:EXTENSION",
+        ),
+        ("read:a,b", "comma"),
+        ("kv:read", "not admin"),
+        ("read:auth/", "keys under auth/ are reached only with admin"),
+        ("call:Bad", "extension name"),
+    ] {
+        s.auth(&[
+            "key",
+            "create",
+            "keyholder",
+            "--name",
+            "x",
+            "--scope",
+            scope,
+        ])
+        .run()
+        .fails(USAGE, &["hightower: invalid argument: scope", needle]);
+    }
     s.auth(&[
         "key",
         "create",
@@ -387,10 +415,31 @@ fn api_keys_create_verify_revoke_list_expire() {
         "--name",
         "x",
         "--scope",
-        "a b",
+        "admin",
+        "--scope",
+        "admin",
     ])
     .run()
-    .fails(USAGE, &["invalid argument"]);
+    .fails(USAGE, &["scope \"admin\" is given twice"]);
+
+    // delete: revoked or not, the key is gone from the listing.
+    let listed_before = s
+        .auth(&["key", "list", "keyholder"])
+        .run()
+        .ok()
+        .lines()
+        .count();
+    s.auth(&["key", "delete", &key_id])
+        .run()
+        .exactly(OK, "", &format!("deleted key {key_id}\n"));
+    let out = s.auth(&["key", "list", "keyholder"]).run();
+    assert_eq!(out.ok().lines().count(), listed_before - 1);
+    assert!(!out.ok().contains(&key_id));
+    s.auth(&["key", "delete", &key_id]).run().exactly(
+        NOT_FOUND,
+        "",
+        "hightower: API key not found\n",
+    );
     s.auth(&["key", "list", "nobody"])
         .run()
         .exactly(NOT_FOUND, "", "hightower: user not found\n");
@@ -788,9 +837,9 @@ fn prompts_on_a_terminal_without_echo() {
 
 /// Secrets and metadata files are read no further than their limits (an
 /// endless stdin is refused, naming the limit), and a token that cannot be
-/// shown does not stay valid.
+/// shown is deleted again.
 #[test]
-fn endless_input_is_refused_and_an_unshown_token_is_revoked() {
+fn endless_input_is_refused_and_an_unshown_token_is_deleted() {
     let s = Store::new();
     s.create_user("bounded", "pw-bounded");
     s.auth(&["key", "verify"])
@@ -839,14 +888,68 @@ fn endless_input_is_refused_and_an_unshown_token_is_revoked() {
         out.stderr.ends_with(&format!(
             "hightower: cannot write to stdout: No space left on device (os error 28) \
              (the command itself succeeded: created key {key_id}, but as its token could not \
-             be shown, revoked it again)\n"
+             be shown, deleted it again)\n"
         )),
         "{}",
         out.describe()
     );
-    let listed = s.auth(&["key", "list", "bounded"]).run();
-    let line = listed.ok().lines().next().unwrap().to_string();
-    let fields: Vec<&str> = line.split('\t').collect();
-    assert_eq!(fields[0], key_id);
-    assert!(fields[5].parse::<u64>().is_ok(), "not revoked: {line}");
+    s.auth(&["key", "list", "bounded"])
+        .run()
+        .exactly(OK, "", "");
+}
+
+/// Users have scopes too (for password logins on the server): set at
+/// creation, shown, changed atomically one change at a time.
+#[test]
+fn user_scopes_are_set_shown_and_changed() {
+    let s = Store::new();
+    let out = s
+        .auth(&[
+            "user",
+            "create",
+            "ops",
+            "--scope",
+            "read:app/",
+            "--scope",
+            "call:resize",
+        ])
+        .stdin("pw-ops\n")
+        .run();
+    user_id_line(out.ok());
+    let scopes = |extra: &[&str]| {
+        let mut args = vec!["user", "scopes", "OPS"];
+        args.extend_from_slice(extra);
+        s.auth(&args).run()
+    };
+    scopes(&[]).exactly(OK, "read:app/ call:resize\n", "");
+    scopes(&["--add", "write:app/", "--add", "read:app/"]).exactly(
+        OK,
+        "read:app/ call:resize write:app/\n",
+        "",
+    );
+    scopes(&["--remove", "call:resize"]).exactly(OK, "read:app/ write:app/\n", "");
+    scopes(&["--set", "admin"]).exactly(OK, "admin\n", "");
+    let show = s.auth(&["user", "show", "ops"]).run();
+    assert!(
+        show.ok().contains("\nscopes: admin\n"),
+        "{}",
+        show.describe()
+    );
+    scopes(&["--clear"]).exactly(OK, "-\n", "");
+    // One change per call; a bad scope changes nothing.
+    scopes(&["--add", "admin", "--remove", "admin"]).fails(USAGE, &["cannot be used with"]);
+    scopes(&["--set", "read:x y"]).fails(USAGE, &["invalid argument: scope \"read:x y\""]);
+    scopes(&[]).exactly(OK, "-\n", "");
+    s.auth(&["user", "scopes", "nobody"]).run().exactly(
+        NOT_FOUND,
+        "",
+        "hightower: user not found\n",
+    );
+    s.auth(&["user", "create", "bad", "--scope", "write:auth/x"])
+        .stdin("pw\n")
+        .run()
+        .fails(USAGE, &["keys under auth/ are reached only with admin"]);
+    s.auth(&["user", "show", "bad"])
+        .run()
+        .exactly(NOT_FOUND, "", "hightower: user not found\n");
 }

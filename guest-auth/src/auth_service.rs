@@ -14,6 +14,7 @@ use crate::auth_types::*;
 use crate::crypto::{CryptoError, EnvelopeEncryptor, HasherConfig, Kek, SecretHasher, hasher_for};
 use crate::environment::{Clock, Random};
 use crate::id_generator;
+use crate::scopes::scopes_error;
 
 /// A stored value with its version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +127,18 @@ pub struct UserInfo {
     pub created_at: u64,
     pub updated_at: u64,
     pub metadata: Option<Vec<u8>>,
+    pub scopes: Vec<String>,
+}
+
+/// A change of a user's scopes, applied atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeChange {
+    /// Exactly these (no duplicates).
+    Set(Vec<String>),
+    /// These too (those the user has already stay once).
+    Add(Vec<String>),
+    /// Not these (those the user does not have are ignored).
+    Remove(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +280,7 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
             created_at: r.created_at,
             updated_at: r.updated_at,
             metadata,
+            scopes: r.scopes.clone(),
         })
     }
 
@@ -278,9 +292,11 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         username: &str,
         password: &str,
         metadata: Option<&[u8]>,
+        scopes: &[String],
     ) -> Result<UserInfo, AuthError> {
         let normalized = Self::normalize(username)?;
         self.check_password(password)?;
+        check_scopes(scopes)?;
         if metadata.is_some_and(|m| m.len() > MAX_METADATA_BYTES) {
             return Err(AuthError::InvalidArgument(format!(
                 "metadata longer than {MAX_METADATA_BYTES} bytes"
@@ -301,6 +317,7 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
             password_hash,
             created_at: now,
             updated_at: now,
+            scopes: scopes.to_vec(),
         };
         let conditions = [
             Condition::Absent(name_key(&normalized)),
@@ -430,6 +447,52 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         Err(AuthError::Conflict)
     }
 
+    /// Changes a user's scopes in one conditional write (retried on a
+    /// concurrent change); returns the user as it is now.
+    pub fn update_user_scopes(
+        &self,
+        user_id: &str,
+        change: &ScopeChange,
+    ) -> Result<UserInfo, AuthError> {
+        let given = match change {
+            ScopeChange::Set(s) | ScopeChange::Add(s) | ScopeChange::Remove(s) => s,
+        };
+        check_scopes(given)?;
+        for _ in 0..RETRIES {
+            let (mut record, version) = self
+                .get_user_record(user_id)?
+                .ok_or(AuthError::UserNotFound)?;
+            let scopes = match change {
+                ScopeChange::Set(set) => set.clone(),
+                ScopeChange::Add(add) => {
+                    let mut scopes = record.scopes.clone();
+                    scopes.extend(add.iter().filter(|s| !record.scopes.contains(s)).cloned());
+                    scopes
+                }
+                ScopeChange::Remove(remove) => {
+                    let mut scopes = record.scopes.clone();
+                    scopes.retain(|s| !remove.contains(s));
+                    scopes
+                }
+            };
+            check_scopes(&scopes)?;
+            if scopes == record.scopes {
+                return self.info(&record, false);
+            }
+            record.scopes = scopes;
+            record.updated_at = self.clock.now();
+            match self.store.batch(
+                &[Condition::VersionIs(user_key(user_id), version)],
+                &[Op::Set(user_key(user_id), to_bytes(&record))],
+            ) {
+                Ok(()) => return self.info(&record, false),
+                Err(StoreError::ConditionFailed(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AuthError::Conflict)
+    }
+
     /// Users in id order, `limit` (1..=1000) per page, after `cursor` (the
     /// `next_cursor` of the previous page).
     pub fn list_users(&self, cursor: Option<&str>, limit: u32) -> Result<UserPage, AuthError> {
@@ -464,17 +527,7 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
                 "key name longer than {MAX_KEY_NAME_BYTES} bytes or with control characters"
             )));
         }
-        if scopes.len() > MAX_SCOPES
-            || scopes.iter().any(|s| {
-                s.is_empty()
-                    || s.len() > MAX_SCOPE_BYTES
-                    || s.chars().any(|c| c.is_control() || c.is_whitespace())
-            })
-        {
-            return Err(AuthError::InvalidArgument(format!(
-                "at most {MAX_SCOPES} scopes of 1 to {MAX_SCOPE_BYTES} bytes without spaces"
-            )));
-        }
+        check_scopes(scopes)?;
         let now = self.clock.now();
         if expires_at.is_some_and(|t| t <= now) {
             return Err(AuthError::InvalidArgument("expiry is in the past".into()));
@@ -485,11 +538,7 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
                 .get(&user_keys_key(user_id))?
                 .ok_or(AuthError::UserNotFound)?;
             let mut keys: UserKeys = from_bytes(&entry.value).map_err(AuthError::Storage)?;
-            if keys.key_ids.len() >= MAX_KEYS_PER_USER {
-                return Err(AuthError::InvalidArgument(format!(
-                    "a user has at most {MAX_KEYS_PER_USER} API keys"
-                )));
-            }
+            self.check_room_for_a_key(&keys, now)?;
             let key_id = id_generator::key_id(&self.rng);
             let (secret, token) = id_generator::new_token(&self.rng, &key_id);
             let record = ApiKeyRecord {
@@ -522,6 +571,32 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         Err(AuthError::Conflict)
     }
 
+    /// Refuses a new key when the user has [`MAX_LIVE_KEYS_PER_USER`] live
+    /// keys (revoked and expired ones do not count), or keeps
+    /// [`MAX_STORED_KEYS_PER_USER`] in all. Reads every key record of the
+    /// user: at most a thousand small reads, once per key created.
+    fn check_room_for_a_key(&self, keys: &UserKeys, now: u64) -> Result<(), AuthError> {
+        if keys.key_ids.len() >= MAX_STORED_KEYS_PER_USER {
+            return Err(AuthError::InvalidArgument(format!(
+                "a user keeps at most {MAX_STORED_KEYS_PER_USER} API keys, revoked and expired \
+                 ones included; delete some (delete-api-key)"
+            )));
+        }
+        let mut live = 0;
+        for id in &keys.key_ids {
+            if let Some(e) = self.store.get(&apikey_key(id))? {
+                let record: ApiKeyRecord = from_bytes(&e.value).map_err(AuthError::Storage)?;
+                live += usize::from(is_live(&record, now));
+            }
+        }
+        if live >= MAX_LIVE_KEYS_PER_USER {
+            return Err(AuthError::InvalidArgument(format!(
+                "a user has at most {MAX_LIVE_KEYS_PER_USER} live API keys; revoke or delete one"
+            )));
+        }
+        Ok(())
+    }
+
     /// The principal of a valid token. The shape and checksum are checked
     /// before any store access; the secret's SHA-256 is compared in
     /// constant time. Every failure is [`AuthError::InvalidToken`].
@@ -536,7 +611,7 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         if !bool::from(digest.as_slice().ct_eq(&record.secret_sha256)) {
             return Err(AuthError::InvalidToken);
         }
-        if record.revoked_at.is_some() || record.expires_at.is_some_and(|t| self.clock.now() >= t) {
+        if !is_live(&record, self.clock.now()) {
             return Err(AuthError::InvalidToken);
         }
         Ok(Principal {
@@ -569,6 +644,33 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         Err(AuthError::Conflict)
     }
 
+    /// Removes a key (revoked or not) and its id from its user's key index,
+    /// in one batch guarded by the versions read.
+    pub fn delete_api_key(&self, key_id: &str) -> Result<(), AuthError> {
+        for _ in 0..RETRIES {
+            let entry = self
+                .store
+                .get(&apikey_key(key_id))?
+                .ok_or(AuthError::KeyNotFound)?;
+            let record: ApiKeyRecord = from_bytes(&entry.value).map_err(AuthError::Storage)?;
+            let mut conditions = vec![Condition::VersionIs(apikey_key(key_id), entry.version)];
+            let mut ops = vec![Op::Delete(apikey_key(key_id))];
+            let index = user_keys_key(&record.user_id);
+            if let Some(keys_entry) = self.store.get(&index)? {
+                let mut keys: UserKeys =
+                    from_bytes(&keys_entry.value).map_err(AuthError::Storage)?;
+                keys.key_ids.retain(|id| id != key_id);
+                conditions.push(Condition::VersionIs(index.clone(), keys_entry.version));
+                ops.push(Op::Set(index, to_bytes(&keys)));
+            }
+            match self.store.batch(&conditions, &ops) {
+                Err(StoreError::ConditionFailed(_)) => continue,
+                other => return other.map_err(Into::into),
+            }
+        }
+        Err(AuthError::Conflict)
+    }
+
     pub fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyInfo>, AuthError> {
         let entry = self
             .store
@@ -583,6 +685,18 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
             }
         }
         Ok(out)
+    }
+}
+
+/// Neither revoked nor expired at `now`.
+fn is_live(record: &ApiKeyRecord, now: u64) -> bool {
+    record.revoked_at.is_none() && record.expires_at.is_none_or(|t| now < t)
+}
+
+fn check_scopes(scopes: &[String]) -> Result<(), AuthError> {
+    match scopes_error(scopes) {
+        Some(error) => Err(AuthError::InvalidArgument(error)),
+        None => Ok(()),
     }
 }
 

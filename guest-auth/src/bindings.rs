@@ -180,6 +180,7 @@ fn user(u: svc::UserInfo) -> User {
         created_at: u.created_at,
         updated_at: u.updated_at,
         metadata: u.metadata,
+        scopes: u.scopes,
     }
 }
 
@@ -204,9 +205,10 @@ impl Guest for Component {
         username: String,
         password: String,
         metadata: Option<Vec<u8>>,
+        scopes: Vec<String>,
     ) -> Result<User, AuthError> {
         service(&config)?
-            .create_user(&username, &password, metadata.as_deref())
+            .create_user(&username, &password, metadata.as_deref(), &scopes)
             .map(user)
             .map_err(err)
     }
@@ -243,6 +245,22 @@ impl Guest for Component {
 
     fn delete_user(config: ServiceConfig, user_id: String) -> Result<(), AuthError> {
         service(&config)?.delete_user(&user_id).map_err(err)
+    }
+
+    fn update_user_scopes(
+        config: ServiceConfig,
+        user_id: String,
+        change: ScopeChange,
+    ) -> Result<User, AuthError> {
+        let change = match change {
+            ScopeChange::Set(s) => svc::ScopeChange::Set(s),
+            ScopeChange::Add(s) => svc::ScopeChange::Add(s),
+            ScopeChange::Remove(s) => svc::ScopeChange::Remove(s),
+        };
+        service(&config)?
+            .update_user_scopes(&user_id, &change)
+            .map(user)
+            .map_err(err)
     }
 
     fn list_users(
@@ -286,6 +304,10 @@ impl Guest for Component {
 
     fn revoke_api_key(config: ServiceConfig, key_id: String) -> Result<(), AuthError> {
         service(&config)?.revoke_api_key(&key_id).map_err(err)
+    }
+
+    fn delete_api_key(config: ServiceConfig, key_id: String) -> Result<(), AuthError> {
+        service(&config)?.delete_api_key(&key_id).map_err(err)
     }
 
     fn list_api_keys(config: ServiceConfig, user_id: String) -> Result<Vec<ApiKey>, AuthError> {

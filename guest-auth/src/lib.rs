@@ -11,6 +11,7 @@ pub mod auth_types;
 pub mod crypto;
 pub mod environment;
 pub mod id_generator;
+pub mod scopes;
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;

@@ -70,7 +70,7 @@ fn create_verify_get_delete() {
     let (store, clock) = (MemStore::default(), clock());
     let svc = service(&store, &clock, CHEAP);
     let u = svc
-        .create_user("Alice", "hunter22", Some(b"{\"team\":\"red\"}"))
+        .create_user("Alice", "hunter22", Some(b"{\"team\":\"red\"}"), &[])
         .unwrap();
     assert_eq!(u.username, "Alice");
     assert_eq!(svc.verify_password("ALICE", "hunter22").unwrap().id, u.id);
@@ -87,7 +87,7 @@ fn create_verify_get_delete() {
         Err(AuthError::InvalidCredentials)
     );
     assert_eq!(
-        svc.create_user("alice", "x", None),
+        svc.create_user("alice", "x", None, &[]),
         Err(AuthError::UsernameTaken)
     );
     let got = svc.get_user(&u.id).unwrap();
@@ -104,7 +104,7 @@ fn create_verify_get_delete() {
     );
 
     let (_, token) = svc
-        .create_api_key(&u.id, "ci", &["read".into()], None)
+        .create_api_key(&u.id, "ci", &["read:app/".into()], None)
         .unwrap();
     svc.delete_user(&u.id).unwrap();
     assert!(store.map.lock().unwrap().is_empty(), "no orphans");
@@ -112,7 +112,7 @@ fn create_verify_get_delete() {
     assert_eq!(svc.get_user(&u.id), Err(AuthError::UserNotFound));
     assert_eq!(svc.delete_user(&u.id), Err(AuthError::UserNotFound));
     // The name is free again.
-    svc.create_user("alice", "pw", None).unwrap();
+    svc.create_user("alice", "pw", None, &[]).unwrap();
 }
 
 /// A service whose hasher counts the hashes it computes.
@@ -141,19 +141,19 @@ fn counting<'a>(
 fn passwords_are_bounded_before_hashing() {
     let (store, clock) = (MemStore::default(), clock());
     let (svc, hashes) = counting(&store, &clock, CHEAP);
-    svc.create_user("a", "pw-a", None).unwrap();
+    svc.create_user("a", "pw-a", None, &[]).unwrap();
     hashes.store(0, Ordering::SeqCst);
     let huge = "x".repeat(1 << 20);
     assert!(matches!(
-        svc.create_user("b", &huge, None),
+        svc.create_user("b", &huge, None, &[]),
         Err(AuthError::InvalidPassword(_))
     ));
     assert!(matches!(
-        svc.create_user("b", &"x".repeat(MAX_PASSWORD_BYTES + 1), None),
+        svc.create_user("b", &"x".repeat(MAX_PASSWORD_BYTES + 1), None, &[]),
         Err(AuthError::InvalidPassword(_))
     ));
     assert!(
-        svc.create_user("b", &"x".repeat(MAX_PASSWORD_BYTES), None)
+        svc.create_user("b", &"x".repeat(MAX_PASSWORD_BYTES), None, &[])
             .is_ok()
     );
     assert_eq!(
@@ -176,21 +176,21 @@ fn passwords_are_bounded_before_hashing() {
     let store = MemStore::default();
     let svc = service(&store, &clock, CHEAP);
     assert!(matches!(
-        svc.create_user("a", "", None),
+        svc.create_user("a", "", None, &[]),
         Err(AuthError::InvalidPassword(_))
     ));
     assert!(matches!(
-        svc.create_user("a\u{7}", "pw", None),
+        svc.create_user("a\u{7}", "pw", None, &[]),
         Err(AuthError::InvalidUsername(_))
     ));
     assert!(store.map.lock().unwrap().is_empty());
     // bcrypt: 71 bytes at most (it would silently truncate at 72).
     let b = service(&store, &clock, HasherConfig::Bcrypt { cost: 10 });
     assert!(matches!(
-        b.create_user("b", &"y".repeat(72), None),
+        b.create_user("b", &"y".repeat(72), None, &[]),
         Err(AuthError::InvalidPassword(_))
     ));
-    let u = b.create_user("b", &"y".repeat(71), None).unwrap();
+    let u = b.create_user("b", &"y".repeat(71), None, &[]).unwrap();
     assert!(b.verify_password("b", &"y".repeat(71)).is_ok());
     b.delete_user(&u.id).unwrap();
 }
@@ -199,7 +199,7 @@ fn passwords_are_bounded_before_hashing() {
 fn login_rehashes_after_params_are_raised() {
     let (store, clock) = (MemStore::default(), clock());
     let old = service(&store, &clock, CHEAP);
-    let u = old.create_user("carol", "pw-carol", None).unwrap();
+    let u = old.create_user("carol", "pw-carol", None, &[]).unwrap();
     let hash_of = || -> String {
         let raw = store.map.lock().unwrap()[&user_key(&u.id)].value.clone();
         from_bytes::<UserRecord>(&raw).unwrap().password_hash
@@ -224,7 +224,7 @@ fn login_rehashes_after_params_are_raised() {
     old.verify_password("carol", "pw-carol").unwrap();
     // bcrypt users migrate to Argon2id on login too.
     let legacy = service(&store, &clock, HasherConfig::Bcrypt { cost: 10 });
-    let d = legacy.create_user("dave", "pw-dave", None).unwrap();
+    let d = legacy.create_user("dave", "pw-dave", None, &[]).unwrap();
     new.verify_password("dave", "pw-dave").unwrap();
     assert!(new.get_user(&d.id).is_ok());
     let raw = store.map.lock().unwrap()[&user_key(&d.id)].value.clone();
@@ -240,7 +240,7 @@ fn login_rehashes_after_params_are_raised() {
 fn change_password() {
     let (store, clock) = (MemStore::default(), clock());
     let svc = service(&store, &clock, CHEAP);
-    svc.create_user("erin", "old-pw", None).unwrap();
+    svc.create_user("erin", "old-pw", None, &[]).unwrap();
     assert_eq!(
         svc.change_password("erin", "wrong", "new-pw"),
         Err(AuthError::InvalidCredentials)
@@ -259,7 +259,7 @@ fn change_password() {
 fn unknown_user_costs_as_many_hashes_as_a_wrong_password() {
     let (store, clock) = (MemStore::default(), clock());
     service(&store, &clock, CHEAP)
-        .create_user("henry", "pw-henry", None)
+        .create_user("henry", "pw-henry", None, &[])
         .unwrap();
     let hashes_of = |user: &str, password: &str| {
         let (svc, hashes) = counting(&store, &clock, CHEAP);
@@ -291,7 +291,8 @@ fn list_users_pages() {
     let (store, clock) = (MemStore::default(), clock());
     let svc = service(&store, &clock, CHEAP);
     for i in 0..7 {
-        svc.create_user(&format!("user{i}"), "pw", None).unwrap();
+        svc.create_user(&format!("user{i}"), "pw", None, &[])
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut cursor = None;
@@ -312,8 +313,8 @@ fn list_users_pages() {
 fn api_keys() {
     let (store, clock) = (MemStore::default(), clock());
     let svc = service(&store, &clock, CHEAP);
-    let u = svc.create_user("gina", "pw", None).unwrap();
-    let scopes = vec!["read".to_string(), "write".to_string()];
+    let u = svc.create_user("gina", "pw", None, &[]).unwrap();
+    let scopes = vec!["read:app/".to_string(), "write:app/jobs/".to_string()];
     let (info, token) = svc
         .create_api_key(&u.id, "deploy", &scopes, Some(1_000_100))
         .unwrap();
@@ -355,10 +356,21 @@ fn api_keys() {
     let listed = svc.list_api_keys(&u.id).unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed[1].revoked_at.is_some());
-    assert!(matches!(
-        svc.create_api_key(&u.id, "x", &["a b".into()], None),
-        Err(AuthError::InvalidArgument(_))
-    ));
+    for bad in [
+        vec!["read:a b".to_string()],
+        vec!["read:a,b".into()],
+        vec!["read".into()],
+        vec!["read:auth/".into()],
+        vec!["admin".into(), "admin".into()],
+    ] {
+        assert!(
+            matches!(
+                svc.create_api_key(&u.id, "x", &bad, None),
+                Err(AuthError::InvalidArgument(ref m)) if m.starts_with("scope")
+            ),
+            "{bad:?}"
+        );
+    }
     assert_eq!(
         svc.create_api_key("nouser", "x", &[], None).map(|_| ()),
         Err(AuthError::UserNotFound)
@@ -374,7 +386,7 @@ fn concurrent_registration_has_one_winner() {
                 let (store, clock) = (&store, &clock);
                 s.spawn(move || {
                     let svc = service_seeded(store, clock, CHEAP, i);
-                    svc.create_user("Zoe", "pw", None)
+                    svc.create_user("Zoe", "pw", None, &[])
                 })
             })
             .collect();
@@ -392,4 +404,139 @@ fn concurrent_registration_has_one_winner() {
         3,
         "one user, its name and key indexes"
     );
+}
+
+#[test]
+fn users_have_scopes_changed_atomically() {
+    let (store, clock) = (MemStore::default(), clock());
+    let svc = service(&store, &clock, CHEAP);
+    let scopes = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let u = svc
+        .create_user(
+            "ivy",
+            "pw-ivy",
+            None,
+            &scopes(&["read:app/", "call:resize"]),
+        )
+        .unwrap();
+    assert_eq!(u.scopes, scopes(&["read:app/", "call:resize"]));
+    // A password login carries them.
+    let verified = svc.verify_password("IVY", "pw-ivy").unwrap();
+    assert_eq!(verified.scopes, u.scopes);
+    assert_eq!(svc.get_user(&u.id).unwrap().scopes, u.scopes);
+    let change = |c: ScopeChange| svc.update_user_scopes(&u.id, &c).map(|u| u.scopes);
+    clock.0.store(1_000_050, Ordering::SeqCst);
+    assert_eq!(
+        change(ScopeChange::Add(scopes(&["write:app/", "read:app/"]))),
+        Ok(scopes(&["read:app/", "call:resize", "write:app/"]))
+    );
+    assert_eq!(svc.get_user(&u.id).unwrap().updated_at, 1_000_050);
+    assert_eq!(
+        change(ScopeChange::Remove(scopes(&["call:resize", "admin"]))),
+        Ok(scopes(&["read:app/", "write:app/"]))
+    );
+    assert_eq!(
+        change(ScopeChange::Set(scopes(&["admin"]))),
+        Ok(scopes(&["admin"]))
+    );
+    // Refused changes change nothing.
+    for bad in [
+        ScopeChange::Set(scopes(&["admin", "admin"])),
+        ScopeChange::Add(scopes(&["read:x y"])),
+        ScopeChange::Remove(scopes(&["nonsense"])),
+        ScopeChange::Add((0..32).map(|i| format!("read:{i}")).collect()),
+    ] {
+        assert!(
+            matches!(change(bad.clone()), Err(AuthError::InvalidArgument(_))),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(svc.get_user(&u.id).unwrap().scopes, scopes(&["admin"]));
+    assert_eq!(change(ScopeChange::Set(vec![])), Ok(vec![]));
+    assert_eq!(
+        svc.update_user_scopes("nobody", &ScopeChange::Set(vec![])),
+        Err(AuthError::UserNotFound)
+    );
+    assert!(matches!(
+        svc.create_user("jay", "pw", None, &scopes(&["read:auth/user/"])),
+        Err(AuthError::InvalidArgument(_))
+    ));
+    assert_eq!(svc.lookup_user("jay"), Err(AuthError::UserNotFound));
+}
+
+/// Only live keys count towards the cap of 100; revoked and expired ones
+/// are kept for listings (up to 1000) until deleted.
+#[test]
+fn only_live_keys_count_and_keys_can_be_deleted() {
+    let (store, clock) = (MemStore::default(), clock());
+    let svc = service(&store, &clock, CHEAP);
+    let u = svc.create_user("kim", "pw", None, &[]).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let expires = (i % 2 == 0).then_some(1_000_100);
+        let (key, _) = svc.create_api_key(&u.id, "k", &[], expires).unwrap();
+        ids.push(key.id);
+    }
+    let full = svc.create_api_key(&u.id, "one-too-many", &[], None);
+    assert!(
+        matches!(&full, Err(AuthError::InvalidArgument(m)) if m.contains("100 live")),
+        "{full:?}"
+    );
+    // Revoking one makes room; so does expiry.
+    svc.revoke_api_key(&ids[1]).unwrap();
+    let (extra, _) = svc
+        .create_api_key(&u.id, "after-revoke", &[], None)
+        .unwrap();
+    assert!(svc.create_api_key(&u.id, "x", &[], None).is_err());
+    clock.0.store(1_000_100, Ordering::SeqCst);
+    for _ in 0..50 {
+        svc.create_api_key(&u.id, "after-expiry", &[], None)
+            .unwrap();
+    }
+    assert!(svc.create_api_key(&u.id, "x", &[], None).is_err());
+    assert_eq!(svc.list_api_keys(&u.id).unwrap().len(), 151);
+
+    // Deleting removes the record and the index entry.
+    svc.revoke_api_key(&extra.id).unwrap();
+    let (gone, token) = svc.create_api_key(&u.id, "gone", &[], None).unwrap();
+    svc.delete_api_key(&gone.id).unwrap();
+    assert_eq!(svc.verify_api_key(&token), Err(AuthError::InvalidToken));
+    assert!(
+        !store
+            .map
+            .lock()
+            .unwrap()
+            .contains_key(&apikey_key(&gone.id))
+    );
+    let listed = svc.list_api_keys(&u.id).unwrap();
+    assert!(listed.iter().all(|k| k.id != gone.id));
+    let raw = store.map.lock().unwrap()[&user_keys_key(&u.id)]
+        .value
+        .clone();
+    let index: UserKeys = from_bytes(&raw).unwrap();
+    assert_eq!(index.key_ids.len(), listed.len());
+    assert_eq!(svc.delete_api_key(&gone.id), Err(AuthError::KeyNotFound));
+    // A revoked key deletes too.
+    svc.delete_api_key(&ids[1]).unwrap();
+    assert_eq!(svc.list_api_keys(&u.id).unwrap().len(), listed.len() - 1);
+}
+
+/// The index of a user's keys is bounded even when all of them are dead.
+#[test]
+fn at_most_1000_keys_are_kept_per_user() {
+    let (store, clock) = (MemStore::default(), clock());
+    let svc = service(&store, &clock, CHEAP);
+    let u = svc.create_user("lee", "pw", None, &[]).unwrap();
+    for _ in 0..MAX_STORED_KEYS_PER_USER {
+        let (key, _) = svc.create_api_key(&u.id, "k", &[], None).unwrap();
+        svc.revoke_api_key(&key.id).unwrap();
+    }
+    let err = svc.create_api_key(&u.id, "k", &[], None);
+    assert!(
+        matches!(&err, Err(AuthError::InvalidArgument(m)) if m.contains("1000 API keys")),
+        "{err:?}"
+    );
+    let first = svc.list_api_keys(&u.id).unwrap()[0].id.clone();
+    svc.delete_api_key(&first).unwrap();
+    svc.create_api_key(&u.id, "k", &[], None).unwrap();
 }

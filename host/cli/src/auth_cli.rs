@@ -18,7 +18,9 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use hightower_engine::{Config, KvEngine};
 use hightower_wasm::auth::AuthConfig;
-use hightower_wasm::auth::{Argon2Params, AuthClient, AuthClientError, Hasher, KekSource};
+use hightower_wasm::auth::{
+    Argon2Params, AuthClient, AuthClientError, Hasher, KekSource, ScopeChange,
+};
 use hightower_wasm::{SandboxConfig, WasmRuntime};
 
 use crate::error::CliError;
@@ -58,6 +60,10 @@ enum UserCommand {
     /// Create a user (password from the prompt or stdin); prints its id.
     Create {
         username: String,
+        /// A scope for the user's password logins, such as `read:app/`
+        /// (repeat for more; see README "Scopes").
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
         /// Metadata stored encrypted with the user: a file of at most 16 KiB
         /// (`-` is not allowed: stdin has the password).
         #[arg(long, value_name = "FILE")]
@@ -67,8 +73,26 @@ enum UserCommand {
     Verify { username: String },
     /// Change a password: the current one, then the new one (two lines on stdin).
     Passwd { username: String },
-    /// Show a user and its decrypted metadata.
+    /// Show a user, its scopes and its decrypted metadata.
     Show { username: String },
+    /// Show a user's scopes, or change them (one change per call, atomic);
+    /// prints the scopes it has then, space-separated (`-` for none).
+    #[command(group(clap::ArgGroup::new("change").args(["set", "add", "remove", "clear"])))]
+    Scopes {
+        username: String,
+        /// Exactly these scopes (repeat for more).
+        #[arg(long, value_name = "SCOPE")]
+        set: Vec<String>,
+        /// These scopes too (repeat for more).
+        #[arg(long, value_name = "SCOPE")]
+        add: Vec<String>,
+        /// Not these scopes (repeat for more).
+        #[arg(long, value_name = "SCOPE")]
+        remove: Vec<String>,
+        /// No scopes at all.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Delete a user, its indexes and all its API keys.
     Delete { username: String },
     /// List users, one per line: id, username, created (Unix seconds).
@@ -89,7 +113,8 @@ enum KeyCommand {
         username: String,
         #[arg(long)]
         name: String,
-        /// A scope to grant (repeat for more).
+        /// A scope to grant, such as `read:app/` (repeat for more; see
+        /// README "Scopes").
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
         /// Lifetime in seconds, at least 1 [default: no expiry].
@@ -98,9 +123,13 @@ enum KeyCommand {
     },
     /// Check a token (from the prompt or stdin); prints user id, key id and scopes. Exit 7 if invalid.
     Verify,
-    /// Revoke a key by id.
+    /// Revoke a key by id (it stays listed until deleted).
     Revoke { key_id: String },
-    /// List a user's keys: id, name, scopes, created, expires, revoked, last eight characters.
+    /// Delete a key by id, revoked or not.
+    Delete { key_id: String },
+    /// List a user's keys, one per line, tab-separated: id, name, scopes
+    /// (space-separated, `-` for none), created, expires, revoked, last
+    /// eight characters.
     List { username: String },
 }
 
@@ -257,9 +286,11 @@ fn dispatch(
 ) -> Result<(), CliError> {
     let mut input = SecretInput::new();
     match command {
-        AuthCommand::User(UserCommand::Create { username, .. }) => {
+        AuthCommand::User(UserCommand::Create {
+            username, scopes, ..
+        }) => {
             let password = input.read_new("Password: ", "password")?;
-            let user = client.create_user(&username, &password, metadata.as_deref())?;
+            let user = client.create_user(&username, &password, metadata.as_deref(), &scopes)?;
             out.did(format!("created user {}", user.id));
             outln!(out, "{}", user.id)?;
         }
@@ -281,10 +312,32 @@ fn dispatch(
             outln!(out, "username: {}", user.username)?;
             outln!(out, "created: {}", user.created_at)?;
             outln!(out, "updated: {}", user.updated_at)?;
+            outln!(out, "scopes: {}", scope_list(&user.scopes))?;
             match user.metadata {
                 Some(m) => outln!(out, "metadata: {}", String::from_utf8_lossy(&m))?,
                 None => outln!(out, "metadata: (none)")?,
             }
+        }
+        AuthCommand::User(UserCommand::Scopes {
+            username,
+            set,
+            add,
+            remove,
+            clear,
+        }) => {
+            let id = client.lookup_user(&username)?;
+            let change = match (clear, set, add, remove) {
+                (true, ..) => Some(ScopeChange::Set(Vec::new())),
+                (_, set, _, _) if !set.is_empty() => Some(ScopeChange::Set(set)),
+                (_, _, add, _) if !add.is_empty() => Some(ScopeChange::Add(add)),
+                (_, _, _, remove) if !remove.is_empty() => Some(ScopeChange::Remove(remove)),
+                _ => None,
+            };
+            let user = match change {
+                Some(change) => client.update_user_scopes(&id, &change)?,
+                None => client.get_user(&id)?,
+            };
+            outln!(out, "{}", scope_list(&user.scopes))?;
         }
         AuthCommand::User(UserCommand::Delete { username }) => {
             let id = client.lookup_user(&username)?;
@@ -315,12 +368,12 @@ fn dispatch(
                 // Nobody has the token (or only part of it): a key nobody can
                 // use must not stay valid.
                 let id = &new.key.id;
-                err.done = Some(match client.revoke_api_key(id) {
+                err.done = Some(match client.delete_api_key(id) {
                     Ok(()) => format!(
-                        "created key {id}, but as its token could not be shown, revoked it again"
+                        "created key {id}, but as its token could not be shown, deleted it again"
                     ),
                     Err(e) => format!(
-                        "created key {id}, whose token could not be shown; revoking it failed ({e}): revoke it"
+                        "created key {id}, whose token could not be shown; deleting it failed ({e}): delete it"
                     ),
                 });
                 return Err(err.into());
@@ -331,11 +384,15 @@ fn dispatch(
             let p = client.verify_api_key(&token)?;
             outln!(out, "user: {}", p.user_id)?;
             outln!(out, "key: {}", p.key_id)?;
-            outln!(out, "scopes: {}", p.scopes.join(" "))?;
+            outln!(out, "scopes: {}", scope_list(&p.scopes))?;
         }
         AuthCommand::Key(KeyCommand::Revoke { key_id }) => {
             client.revoke_api_key(&key_id)?;
             note!("revoked key {key_id}");
+        }
+        AuthCommand::Key(KeyCommand::Delete { key_id }) => {
+            client.delete_api_key(&key_id)?;
+            note!("deleted key {key_id}");
         }
         AuthCommand::Key(KeyCommand::List { username }) => {
             let id = client.lookup_user(&username)?;
@@ -346,11 +403,7 @@ fn dispatch(
                     "{}\t{}\t{}\t{}\t{}\t{}\t...{}",
                     k.id,
                     k.name,
-                    if k.scopes.is_empty() {
-                        "-".into()
-                    } else {
-                        k.scopes.join(",")
-                    },
+                    scope_list(&k.scopes),
                     k.created_at,
                     opt(k.expires_at),
                     opt(k.revoked_at),
@@ -360,6 +413,15 @@ fn dispatch(
         }
     }
     Ok(())
+}
+
+/// Scopes space-separated (no scope contains whitespace), `-` for none.
+fn scope_list(scopes: &[String]) -> String {
+    if scopes.is_empty() {
+        "-".into()
+    } else {
+        scopes.join(" ")
+    }
 }
 
 fn now() -> u64 {

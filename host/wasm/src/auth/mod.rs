@@ -9,13 +9,15 @@
 
 mod config;
 pub mod kek;
+mod scope;
 mod types;
 
 pub use config::AuthConfig;
 pub use kek::{KEK_ENV, KEK_FILE, KekError, KekSource, KeyFile, KeyRing};
+pub use scope::{AUTH_KEYS_PREFIX, Access, MAX_SCOPES, Scope, ScopeError};
 pub use types::{
-    ARGON2_FLOOR_M_KIB, ApiKey, Argon2Params, AuthError, Hasher, NewApiKey, Principal, User,
-    UserPage,
+    ARGON2_FLOOR_M_KIB, ApiKey, Argon2Params, AuthError, Hasher, NewApiKey, Principal, ScopeChange,
+    User, UserPage,
 };
 use types::{WitKek, WitServiceConfig};
 
@@ -138,14 +140,19 @@ impl AuthClient {
         Ok(result?)
     }
 
-    /// Registers a user; [`AuthError::UsernameTaken`] if the name is in use.
+    /// Registers a user with its scopes (README "Scopes");
+    /// [`AuthError::UsernameTaken`] if the name is in use.
     pub fn create_user(
         &self,
         username: &str,
         password: &str,
         metadata: Option<&[u8]>,
+        scopes: &[String],
     ) -> Result<User> {
-        self.call("create-user", (&self.config, username, password, metadata))
+        self.call(
+            "create-user",
+            (&self.config, username, password, metadata, scopes),
+        )
     }
 
     /// Checks a password ([`AuthError::InvalidCredentials`] for an unknown
@@ -176,6 +183,11 @@ impl AuthClient {
         self.call("delete-user", (&self.config, user_id))
     }
 
+    /// Changes a user's scopes atomically; returns the user as it is now.
+    pub fn update_user_scopes(&self, user_id: &str, change: &ScopeChange) -> Result<User> {
+        self.call("update-user-scopes", (&self.config, user_id, change))
+    }
+
     pub fn list_users(&self, cursor: Option<&str>, limit: u32) -> Result<UserPage> {
         self.call("list-users", (&self.config, cursor, limit))
     }
@@ -200,6 +212,11 @@ impl AuthClient {
 
     pub fn revoke_api_key(&self, key_id: &str) -> Result<()> {
         self.call("revoke-api-key", (&self.config, key_id))
+    }
+
+    /// Removes a key (revoked or not) and its entry in its user's key list.
+    pub fn delete_api_key(&self, key_id: &str) -> Result<()> {
+        self.call("delete-api-key", (&self.config, key_id))
     }
 
     pub fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {

@@ -162,6 +162,24 @@ pub struct User {
     pub updated_at: u64,
     #[component(name = "metadata")]
     pub metadata: Option<Vec<u8>>,
+    /// The permissions of a password login (README "Scopes").
+    #[component(name = "scopes")]
+    pub scopes: Vec<String>,
+}
+
+/// A change of a user's scopes, applied atomically.
+#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
+#[component(variant)]
+pub enum ScopeChange {
+    /// Exactly these.
+    #[component(name = "set")]
+    Set(Vec<String>),
+    /// These too.
+    #[component(name = "add")]
+    Add(Vec<String>),
+    /// Not these.
+    #[component(name = "remove")]
+    Remove(Vec<String>),
 }
 
 #[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
