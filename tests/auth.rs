@@ -32,7 +32,12 @@ struct Env {
 /// component is the slow part); tests use distinct usernames.
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
+    ENV.get_or_init(new_env)
+}
+
+/// A store of its own, for a test that changes which keys the store needs.
+fn new_env() -> Env {
+    {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
             sync: SyncMode::Os,
@@ -53,7 +58,7 @@ fn env() -> &'static Env {
             kv,
             client,
         }
-    })
+    }
 }
 
 fn auth_err<T: std::fmt::Debug>(r: Result<T, AuthClientError>) -> AuthError {
@@ -326,7 +331,9 @@ fn api_keys_scopes_typos_expiry_revocation_and_cascade() {
 
 #[test]
 fn metadata_is_encrypted_bound_to_its_record_and_rotates() {
-    let env = env();
+    // Its own store: once metadata is encrypted under key 2, a client
+    // without key 2 is refused every call.
+    let env = &new_env();
     let a = env
         .client
         .create_user("meta-a", "pw", Some(b"secret-team-blue"), &[])
@@ -354,9 +361,25 @@ fn metadata_is_encrypted_bound_to_its_record_and_rotates() {
         .unwrap();
     let blob: Vec<u8> = serde_json::from_value(raw_user(env, &c.id)["metadata"].clone()).unwrap();
     assert_eq!(&blob[..5], &[1, 0, 0, 0, 2]);
+    // Without key 2 every call is refused, naming it; nothing is written.
     let e = auth_err(env.client.get_user(&c.id));
-    assert!(matches!(e, AuthError::Crypto(_)), "{e:?}");
+    assert_eq!(e, AuthError::KekMissing(2));
     assert!(!e.to_string().contains(&hex7[..16]));
+    assert_eq!(
+        auth_err(env.client.create_user("meta-d", "pw", Some(b"x"), &[])),
+        AuthError::KekMissing(2)
+    );
+    // Another key under id 2 is refused too.
+    let impostor = KeyRing::parse(&format!("1:{hex7},2:{}", "0a".repeat(32)), "test").unwrap();
+    assert_eq!(
+        auth_err(
+            env.client
+                .with_settings(CHEAP, &impostor)
+                .lookup_user("meta-a")
+        ),
+        AuthError::KekMismatch(2)
+    );
+    let env_client = rotated;
     // A ciphertext moved to another record does not decrypt.
     let mut rec_b = raw_user(env, &b.id);
     rec_b["metadata"] = raw_user(env, &a.id)["metadata"].clone();
@@ -366,13 +389,13 @@ fn metadata_is_encrypted_bound_to_its_record_and_rotates() {
             &serde_json::to_vec(&rec_b).unwrap(),
         )
         .unwrap();
-    let e = auth_err(env.client.get_user(&b.id));
+    let e = auth_err(env_client.get_user(&b.id));
     assert!(matches!(e, AuthError::Crypto(_)), "{e:?}");
     // The key never shows in the client's Debug output.
-    assert!(!format!("{rotated:?}").contains("9, 9, 9"));
-    assert!(!format!("{rotated:?}").contains(&hex7[..16]));
+    assert!(!format!("{env_client:?}").contains("9, 9, 9"));
+    assert!(!format!("{env_client:?}").contains(&hex7[..16]));
     for id in [&a.id, &b.id, &c.id] {
-        env.client.delete_user(id).unwrap();
+        env_client.delete_user(id).unwrap();
     }
 }
 

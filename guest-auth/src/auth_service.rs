@@ -11,53 +11,13 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth_types::*;
-use crate::crypto::{CryptoError, EnvelopeEncryptor, HasherConfig, Kek, SecretHasher, hasher_for};
+use crate::crypto::{EnvelopeEncryptor, HasherConfig, Kek, SecretHasher, hasher_for};
 use crate::environment::{Clock, Random};
+pub use crate::error::AuthError;
 use crate::id_generator;
+use crate::kek_usage::{self, KekChecks};
 use crate::scopes::scopes_error;
-
-/// A stored value with its version.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub value: Vec<u8>,
-    pub version: u64,
-}
-
-#[derive(Clone, Debug)]
-pub enum Condition {
-    Absent(Vec<u8>),
-    VersionIs(Vec<u8>, u64),
-}
-
-#[derive(Clone, Debug)]
-pub enum Op {
-    Set(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreError {
-    /// A batch condition failed for this key; nothing was written.
-    ConditionFailed(Vec<u8>),
-    Other(String),
-}
-
-/// The slice of `hightower:kv/store` the service uses (keys are relative to
-/// the `auth/` namespace).
-pub trait KvStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Entry>, StoreError>;
-    /// Keys under `prefix` after `cursor`, at most `page` of them, and the
-    /// cursor of the next page.
-    #[allow(clippy::type_complexity)]
-    fn list_keys(
-        &self,
-        prefix: &[u8],
-        cursor: Option<&[u8]>,
-        page: u32,
-    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError>;
-    /// Atomic: all of `ops` if every condition holds, else nothing.
-    fn batch(&self, conditions: &[Condition], ops: &[Op]) -> Result<(), StoreError>;
-}
+pub use crate::store::{Condition, Entry, KvStore, Op, StoreError};
 
 /// What the host passes in: hashing parameters and the key-encryption keys.
 #[derive(Clone, Debug)]
@@ -67,57 +27,6 @@ pub struct ServiceConfig {
     pub keks: Vec<Kek>,
     /// The KEK new encryptions use.
     pub current_kek: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthError {
-    InvalidUsername(String),
-    InvalidPassword(String),
-    UsernameTaken,
-    /// Unknown user or wrong password: deliberately the same error.
-    InvalidCredentials,
-    UserNotFound,
-    KeyNotFound,
-    /// Malformed, unknown, wrong, expired or revoked token: one error.
-    InvalidToken,
-    InvalidArgument(String),
-    /// Concurrent changes kept conflicting; retry.
-    Conflict,
-    Crypto(String),
-    Storage(String),
-}
-
-impl std::fmt::Display for AuthError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AuthError::InvalidUsername(m) => write!(f, "invalid username: {m}"),
-            AuthError::InvalidPassword(m) => write!(f, "invalid password: {m}"),
-            AuthError::UsernameTaken => f.write_str("username taken"),
-            AuthError::InvalidCredentials => f.write_str("invalid username or password"),
-            AuthError::UserNotFound => f.write_str("user not found"),
-            AuthError::KeyNotFound => f.write_str("API key not found"),
-            AuthError::InvalidToken => f.write_str("invalid API key"),
-            AuthError::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
-            AuthError::Conflict => f.write_str("too many concurrent changes; retry"),
-            AuthError::Crypto(m) => write!(f, "crypto error: {m}"),
-            AuthError::Storage(m) => write!(f, "storage error: {m}"),
-        }
-    }
-}
-
-impl From<StoreError> for AuthError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::ConditionFailed(_) => AuthError::Conflict,
-            StoreError::Other(m) => AuthError::Storage(m),
-        }
-    }
-}
-
-impl From<CryptoError> for AuthError {
-    fn from(e: CryptoError) -> Self {
-        AuthError::Crypto(e.to_string())
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +85,7 @@ pub struct AuthService<S, R, C> {
     clock: C,
     hasher: Box<dyn SecretHasher>,
     encryptor: EnvelopeEncryptor,
+    kek_checks: KekChecks,
     /// A hash of a random password with the current parameters, verified
     /// when the user does not exist so that both failures cost the same.
     dummy_hash: OnceLock<String>,
@@ -204,12 +114,20 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
             clock,
             hasher,
             encryptor: EnvelopeEncryptor::new(&config.keks, config.current_kek)?,
+            kek_checks: KekChecks::new(&config.keks, config.current_kek),
             dummy_hash: OnceLock::new(),
         })
     }
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Fails unless every key-encryption key the stored metadata needs is
+    /// configured (see `kek_usage`). The component calls it before every
+    /// operation.
+    pub fn check_keks(&self) -> Result<(), AuthError> {
+        kek_usage::verify(&self.store, &self.kek_checks, &self.encryptor)
     }
 
     /// Builds the dummy hash now instead of on the first unknown user.
@@ -306,6 +224,14 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         if self.store.get(&name_key(&normalized))?.is_some() {
             return Err(AuthError::UsernameTaken);
         }
+        // Encrypting: the key used must be the one `kek_ids` records.
+        let record_kek = match metadata {
+            Some(_) => {
+                self.check_keks()?;
+                kek_usage::record_current(&self.store, &self.kek_checks)?
+            }
+            None => None,
+        };
         let password_hash = self.hash_password(password.as_bytes())?;
         let id = id_generator::user_id(&self.rng);
         let now = self.clock.now();
@@ -319,16 +245,20 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
             updated_at: now,
             scopes: scopes.to_vec(),
         };
-        let conditions = [
+        let mut conditions = vec![
             Condition::Absent(name_key(&normalized)),
             Condition::Absent(user_key(&id)),
             Condition::Absent(user_keys_key(&id)),
         ];
-        let ops = [
+        let mut ops = vec![
             Op::Set(user_key(&id), to_bytes(&record)),
             Op::Set(name_key(&normalized), id.clone().into_bytes()),
             Op::Set(user_keys_key(&id), to_bytes(&UserKeys::default())),
         ];
+        if let Some((condition, op)) = record_kek {
+            conditions.push(condition);
+            ops.push(op);
+        }
         match self.store.batch(&conditions, &ops) {
             Ok(()) => self.info(&record, false),
             Err(StoreError::ConditionFailed(k)) if k == name_key(&normalized) => {

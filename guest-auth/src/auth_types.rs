@@ -4,7 +4,8 @@
 //! - `user/<user id>`: [`UserRecord`];
 //! - `user_by_name/<normalized username>`: the user id (uniqueness index);
 //! - `user_keys/<user id>`: [`UserKeys`], the ids of the user's API keys;
-//! - `apikey/<key id>`: [`ApiKeyRecord`].
+//! - `apikey/<key id>`: [`ApiKeyRecord`];
+//! - `kek_ids`: [`KekIds`], the key-encryption keys stored metadata needs.
 //!
 //! Records are JSON (self-describing, so fields can be added later).
 
@@ -16,6 +17,7 @@ pub const USER_PREFIX: &str = "user/";
 pub const NAME_PREFIX: &str = "user_by_name/";
 pub const USER_KEYS_PREFIX: &str = "user_keys/";
 pub const APIKEY_PREFIX: &str = "apikey/";
+pub const KEK_IDS_KEY: &str = "kek_ids";
 
 /// Longest username accepted as input, in bytes, checked before normalizing
 /// (NFKC of huge input is a DoS, CVE-2023-46695).
@@ -82,6 +84,21 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<u64>,
     /// The token's last eight characters, to recognise it in listings.
     pub last_eight: String,
+}
+
+/// The ids of the key-encryption keys that stored metadata is encrypted
+/// under, each with a check value of its key (`crypto::kek_check`), so that
+/// a missing or different key is found before anything is encrypted under
+/// a conflicting id (a store restored without its key file).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct KekIds {
+    pub keks: Vec<KekCheck>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct KekCheck {
+    pub id: u32,
+    pub check: String,
 }
 
 pub fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {

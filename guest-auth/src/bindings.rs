@@ -156,6 +156,15 @@ fn service(config: &ServiceConfig) -> Result<std::rc::Rc<Service>, AuthError> {
     Ok(s)
 }
 
+/// The service of `config`, once the configured key-encryption keys are
+/// known to be the ones the stored metadata needs (`kek_usage`): every
+/// export starts here.
+fn ready(config: &ServiceConfig) -> Result<std::rc::Rc<Service>, AuthError> {
+    let service = service(config)?;
+    service.check_keks().map_err(err)?;
+    Ok(service)
+}
+
 fn err(e: svc::AuthError) -> AuthError {
     use svc::AuthError as E;
     match e {
@@ -170,6 +179,8 @@ fn err(e: svc::AuthError) -> AuthError {
         E::Conflict => AuthError::Conflict,
         E::Crypto(m) => AuthError::Crypto(m),
         E::Storage(m) => AuthError::Storage(m),
+        E::KekMissing(id) => AuthError::KekMissing(id),
+        E::KekMismatch(id) => AuthError::KekMismatch(id),
     }
 }
 
@@ -207,7 +218,7 @@ impl Guest for Component {
         metadata: Option<Vec<u8>>,
         scopes: Vec<String>,
     ) -> Result<User, AuthError> {
-        service(&config)?
+        ready(&config)?
             .create_user(&username, &password, metadata.as_deref(), &scopes)
             .map(user)
             .map_err(err)
@@ -218,7 +229,7 @@ impl Guest for Component {
         username: String,
         password: String,
     ) -> Result<User, AuthError> {
-        service(&config)?
+        ready(&config)?
             .verify_password(&username, &password)
             .map(user)
             .map_err(err)
@@ -230,21 +241,21 @@ impl Guest for Component {
         current: String,
         new_password: String,
     ) -> Result<(), AuthError> {
-        service(&config)?
+        ready(&config)?
             .change_password(&username, &current, &new_password)
             .map_err(err)
     }
 
     fn get_user(config: ServiceConfig, user_id: String) -> Result<User, AuthError> {
-        service(&config)?.get_user(&user_id).map(user).map_err(err)
+        ready(&config)?.get_user(&user_id).map(user).map_err(err)
     }
 
     fn lookup_user(config: ServiceConfig, username: String) -> Result<String, AuthError> {
-        service(&config)?.lookup_user(&username).map_err(err)
+        ready(&config)?.lookup_user(&username).map_err(err)
     }
 
     fn delete_user(config: ServiceConfig, user_id: String) -> Result<(), AuthError> {
-        service(&config)?.delete_user(&user_id).map_err(err)
+        ready(&config)?.delete_user(&user_id).map_err(err)
     }
 
     fn update_user_scopes(
@@ -257,7 +268,7 @@ impl Guest for Component {
             ScopeChange::Add(s) => svc::ScopeChange::Add(s),
             ScopeChange::Remove(s) => svc::ScopeChange::Remove(s),
         };
-        service(&config)?
+        ready(&config)?
             .update_user_scopes(&user_id, &change)
             .map(user)
             .map_err(err)
@@ -268,7 +279,7 @@ impl Guest for Component {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<UserPage, AuthError> {
-        let page = service(&config)?
+        let page = ready(&config)?
             .list_users(cursor.as_deref(), limit)
             .map_err(err)?;
         Ok(UserPage {
@@ -284,7 +295,7 @@ impl Guest for Component {
         scopes: Vec<String>,
         expires_at: Option<u64>,
     ) -> Result<NewApiKey, AuthError> {
-        let (key, token) = service(&config)?
+        let (key, token) = ready(&config)?
             .create_api_key(&user_id, &name, &scopes, expires_at)
             .map_err(err)?;
         Ok(NewApiKey {
@@ -294,7 +305,7 @@ impl Guest for Component {
     }
 
     fn verify_api_key(config: ServiceConfig, token: String) -> Result<Principal, AuthError> {
-        let p = service(&config)?.verify_api_key(&token).map_err(err)?;
+        let p = ready(&config)?.verify_api_key(&token).map_err(err)?;
         Ok(Principal {
             user_id: p.user_id,
             key_id: p.key_id,
@@ -303,15 +314,21 @@ impl Guest for Component {
     }
 
     fn revoke_api_key(config: ServiceConfig, key_id: String) -> Result<(), AuthError> {
-        service(&config)?.revoke_api_key(&key_id).map_err(err)
+        ready(&config)?.revoke_api_key(&key_id).map_err(err)
     }
 
     fn delete_api_key(config: ServiceConfig, key_id: String) -> Result<(), AuthError> {
-        service(&config)?.delete_api_key(&key_id).map_err(err)
+        ready(&config)?.delete_api_key(&key_id).map_err(err)
+    }
+
+    fn kek_ids_in_use() -> Result<Vec<u32>, AuthError> {
+        let ns = Namespace::open(NAMESPACE)
+            .map_err(|e| AuthError::Storage(format!("open {NAMESPACE}: {e:?}")))?;
+        crate::kek_usage::ids_in_use(&WasmStore(ns)).map_err(err)
     }
 
     fn list_api_keys(config: ServiceConfig, user_id: String) -> Result<Vec<ApiKey>, AuthError> {
-        Ok(service(&config)?
+        Ok(ready(&config)?
             .list_api_keys(&user_id)
             .map_err(err)?
             .into_iter()

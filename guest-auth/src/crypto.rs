@@ -253,6 +253,19 @@ impl std::fmt::Debug for Kek {
     }
 }
 
+/// A check value of a key-encryption key: the first 16 bytes of SHA-256
+/// over a fixed label and the key, in hex. Tells whether two keys of one id
+/// are the same without storing anything that helps to find the key (it is
+/// 256 random bits).
+pub fn kek_check(key: &[u8; 32]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"hightower-auth/kek-check/v1\0")
+        .chain_update(key)
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Envelope encryption with AES-256-GCM.
 ///
 /// Each encryption draws a fresh 256-bit data key (DEK) and encrypts the
@@ -367,6 +380,11 @@ impl EnvelopeEncryptor {
         Aes256Gcm::new((&key).into())
             .decrypt(Nonce::from_slice(n2), Payload { msg: data, aad })
             .map_err(|_| CryptoError::Decrypt)
+    }
+
+    /// The id of the key new encryptions use.
+    pub fn current(&self) -> u32 {
+        self.current
     }
 
     /// The KEK id of a ciphertext (for rotation reports).

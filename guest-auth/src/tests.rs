@@ -17,13 +17,14 @@ const CHEAP: HasherConfig = HasherConfig::Argon2id {
 };
 
 fn config(hasher: HasherConfig) -> ServiceConfig {
+    config_with_keys(hasher, &[(1, [9; 32])], 1)
+}
+
+fn config_with_keys(hasher: HasherConfig, keys: &[(u32, [u8; 32])], current: u32) -> ServiceConfig {
     ServiceConfig {
         hasher,
-        keks: vec![Kek {
-            id: 1,
-            key: [9; 32],
-        }],
-        current_kek: 1,
+        keks: keys.iter().map(|&(id, key)| Kek { id, key }).collect(),
+        current_kek: current,
     }
 }
 
@@ -107,7 +108,9 @@ fn create_verify_get_delete() {
         .create_api_key(&u.id, "ci", &["read:app/".into()], None)
         .unwrap();
     svc.delete_user(&u.id).unwrap();
-    assert!(store.map.lock().unwrap().is_empty(), "no orphans");
+    // No orphans: only the store-wide record of key ids is left.
+    let left: Vec<Vec<u8>> = store.map.lock().unwrap().keys().cloned().collect();
+    assert_eq!(left, [KEK_IDS_KEY.as_bytes().to_vec()]);
     assert_eq!(svc.verify_api_key(&token), Err(AuthError::InvalidToken));
     assert_eq!(svc.get_user(&u.id), Err(AuthError::UserNotFound));
     assert_eq!(svc.delete_user(&u.id), Err(AuthError::UserNotFound));
@@ -539,4 +542,123 @@ fn at_most_1000_keys_are_kept_per_user() {
     let first = svc.list_api_keys(&u.id).unwrap()[0].id.clone();
     svc.delete_api_key(&first).unwrap();
     svc.create_api_key(&u.id, "k", &[], None).unwrap();
+}
+
+/// A service of `store` with these key-encryption keys.
+fn keyed<'a>(
+    store: &'a MemStore,
+    clock: &'a FakeClock,
+    keys: &[(u32, [u8; 32])],
+    current: u32,
+) -> Svc<'a> {
+    static SEED: AtomicU64 = AtomicU64::new(1_000);
+    AuthService::with_hasher(
+        store,
+        FakeRandom::new(SEED.fetch_add(1, Ordering::SeqCst)),
+        clock,
+        test_hasher(CHEAP),
+        &config_with_keys(CHEAP, keys, current),
+    )
+    .unwrap()
+}
+
+fn kek_ids(store: &MemStore) -> Option<Vec<u32>> {
+    let raw = store
+        .map
+        .lock()
+        .unwrap()
+        .get(KEK_IDS_KEY.as_bytes())?
+        .value
+        .clone();
+    Some(
+        from_bytes::<KekIds>(&raw)
+            .unwrap()
+            .keks
+            .iter()
+            .map(|k| k.id)
+            .collect(),
+    )
+}
+
+/// A store restored without its key file: a missing or different key is
+/// refused, naming its id, before anything is encrypted under a
+/// conflicting id (issue 17, item 4).
+#[test]
+fn metadata_needs_its_own_keys_and_says_which() {
+    let (store, clock) = (MemStore::default(), clock());
+    let (key1, other1, key2) = ([1; 32], [0xa1; 32], [2; 32]);
+    let owner = keyed(&store, &clock, &[(1, key1)], 1);
+    owner.check_keks().unwrap();
+    assert_eq!(kek_ids(&store), None, "no write on an empty store");
+    assert_eq!(
+        crate::kek_usage::ids_in_use(&&store).unwrap(),
+        Vec::<u32>::new()
+    );
+    owner.create_user("plain", "pw", None, &[]).unwrap();
+    assert_eq!(
+        crate::kek_usage::ids_in_use(&&store).unwrap(),
+        Vec::<u32>::new()
+    );
+    let u = owner.create_user("meta", "pw", Some(b"m"), &[]).unwrap();
+    assert_eq!(kek_ids(&store), Some(vec![1]));
+    assert_eq!(crate::kek_usage::ids_in_use(&&store).unwrap(), vec![1]);
+
+    // Another key under id 1, or no key 1: refused, naming the id.
+    let impostor = keyed(&store, &clock, &[(1, other1)], 1);
+    assert_eq!(impostor.check_keks(), Err(AuthError::KekMismatch(1)));
+    assert_eq!(
+        impostor
+            .create_user("new", "pw", Some(b"x"), &[])
+            .map(|_| ()),
+        Err(AuthError::KekMismatch(1))
+    );
+    let only2 = keyed(&store, &clock, &[(2, key2)], 2);
+    assert_eq!(only2.check_keks(), Err(AuthError::KekMissing(1)));
+    assert_eq!(owner.lookup_user("new"), Err(AuthError::UserNotFound));
+
+    // Rotation: key 2 added; new metadata is recorded under it too.
+    let rotated = keyed(&store, &clock, &[(1, key1), (2, key2)], 2);
+    rotated.check_keks().unwrap();
+    let v = rotated
+        .create_user("meta2", "pw", Some(b"m2"), &[])
+        .unwrap();
+    assert_eq!(kek_ids(&store), Some(vec![1, 2]));
+    assert_eq!(
+        rotated.get_user(&u.id).unwrap().metadata.as_deref(),
+        Some(&b"m"[..])
+    );
+
+    // A key no record uses any more is dropped from the record.
+    rotated.delete_user(&u.id).unwrap();
+    only2.check_keks().unwrap();
+    assert_eq!(kek_ids(&store), Some(vec![2]));
+    assert_eq!(
+        only2.get_user(&v.id).unwrap().metadata.as_deref(),
+        Some(&b"m2"[..])
+    );
+}
+
+/// A store written before `kek_ids` existed: the record is built from the
+/// user records, each id checked by decrypting one of its ciphertexts.
+#[test]
+fn stores_without_the_record_are_checked_from_their_users() {
+    let (store, clock) = (MemStore::default(), clock());
+    let owner = keyed(&store, &clock, &[(1, [1; 32])], 1);
+    for i in 0..3 {
+        owner
+            .create_user(&format!("u{i}"), "pw", Some(b"m"), &[])
+            .unwrap();
+    }
+    store.map.lock().unwrap().remove(KEK_IDS_KEY.as_bytes());
+    assert_eq!(
+        keyed(&store, &clock, &[(1, [0xa1; 32])], 1).check_keks(),
+        Err(AuthError::KekMismatch(1))
+    );
+    assert_eq!(
+        keyed(&store, &clock, &[(3, [3; 32])], 3).check_keks(),
+        Err(AuthError::KekMissing(1))
+    );
+    assert_eq!(kek_ids(&store), None, "refusals write nothing");
+    owner.check_keks().unwrap();
+    assert_eq!(kek_ids(&store), Some(vec![1]));
 }

@@ -95,7 +95,9 @@ fn auth_exit_code(e: &AuthError) -> u8 {
         AuthError::UserNotFound | AuthError::KeyNotFound => EXIT_NOT_FOUND,
         AuthError::InvalidUsername(_)
         | AuthError::InvalidPassword(_)
-        | AuthError::InvalidArgument(_) => EXIT_USAGE,
+        | AuthError::InvalidArgument(_)
+        | AuthError::KekMissing(_)
+        | AuthError::KekMismatch(_) => EXIT_USAGE,
         AuthError::InvalidCredentials | AuthError::InvalidToken => EXIT_DENIED,
         AuthError::UsernameTaken | AuthError::Conflict => EXIT_CONFLICT,
         AuthError::Crypto(_) | AuthError::Storage(_) => EXIT_OTHER,

@@ -69,26 +69,44 @@ impl AuthClient {
     }
 
     /// Loads the embedded component with the keys of `HIGHTOWER_AUTH_KEK`,
-    /// else of the key file in `data_dir` (see [`kek`]), creating that file
-    /// if there is none. Returns where the keys came from.
+    /// else of the key file in `data_dir` (see [`kek`]). Creates that file
+    /// if there is none, but only into a store whose metadata needs no key:
+    /// a store restored from a snapshot without its key file is refused
+    /// with [`KekError::MissingForStore`] naming the ids it needs. Returns
+    /// where the keys came from.
     pub fn load_for_data_dir(
         runtime: &WasmRuntime,
         hasher: Hasher,
         data_dir: &std::path::Path,
     ) -> Result<(Self, KekSource)> {
+        let extension = Arc::new(runtime.load("guest-auth", COMPONENT, &[NAMESPACE])?);
         if let Some(keys) = KeyRing::from_env()? {
-            return Ok((Self::load(runtime, hasher, &keys)?, KekSource::Env));
+            return Ok((Self::with(extension, hasher, &keys), KekSource::Env));
         }
         let file = KeyFile::in_data_dir(data_dir)?;
         let (keys, created) = match file.load()? {
             Some(keys) => (keys, false),
-            None => file.create()?,
+            None => {
+                let (ids,) = extension.call::<(), (std::result::Result<Vec<u32>, AuthError>,)>(
+                    "kek-ids-in-use",
+                    (),
+                )?;
+                let ids = ids?;
+                if !ids.is_empty() {
+                    return Err(KekError::MissingForStore {
+                        path: file.path().to_path_buf(),
+                        ids,
+                    }
+                    .into());
+                }
+                file.create()?
+            }
         };
         let source = KekSource::File {
             path: file.path().to_path_buf(),
             created,
         };
-        Ok((Self::load(runtime, hasher, &keys)?, source))
+        Ok((Self::with(extension, hasher, &keys), source))
     }
 
     /// Loads another build of the service (benchmarks, tests).

@@ -127,6 +127,14 @@ pub enum AuthError {
     Crypto(String),
     #[component(name = "storage")]
     Storage(String),
+    /// Stored metadata is encrypted under this key id, which is not
+    /// configured (a store restored without its key file).
+    #[component(name = "kek-missing")]
+    KekMissing(u32),
+    /// The configured key of this id is not the one stored metadata is
+    /// encrypted under.
+    #[component(name = "kek-mismatch")]
+    KekMismatch(u32),
 }
 
 impl std::fmt::Display for AuthError {
@@ -143,6 +151,17 @@ impl std::fmt::Display for AuthError {
             AuthError::Conflict => f.write_str("too many concurrent changes; retry"),
             AuthError::Crypto(m) => write!(f, "crypto error: {m}"),
             AuthError::Storage(m) => write!(f, "storage error: {m}"),
+            AuthError::KekMissing(id) => write!(
+                f,
+                "stored metadata is encrypted under key-encryption key id {id}, which is not \
+                 configured: restore the key file kept with the store's backup, or set \
+                 HIGHTOWER_AUTH_KEK to keys including id {id}"
+            ),
+            AuthError::KekMismatch(id) => write!(
+                f,
+                "the configured key-encryption key id {id} is not the key stored metadata is \
+                 encrypted under: restore the key file kept with the store's backup"
+            ),
         }
     }
 }
