@@ -1266,6 +1266,107 @@ fn snapshot_create_and_restore_round_trip() {
     );
 }
 
+/// `FILE.partial` left by a killed `snapshot create` is taken over (it
+/// failed every later create before); one being written by a running
+/// create is not (exit 3); a file of that name that is not a partial
+/// snapshot is left alone (exit 2). The image is private (0600).
+#[test]
+fn snapshot_create_takes_over_a_stale_partial_file_and_only_that() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = Store::new();
+    store.run(["put", "k", "v"]).code(OK);
+    let file = store.tmp.path().join("backup.snap");
+    let partial = store.tmp.path().join("backup.snap.partial");
+    let create = || store.cli().args(["snapshot", "create"]).arg(&file).run();
+
+    // Held by a running create (here: this test holds its lock).
+    std::fs::write(&partial, b"HTKVSNAP\x01").unwrap();
+    let held = std::fs::File::open(&partial).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    create().fails(
+        LOCKED,
+        &[&format!(
+            "{} is being written by another snapshot create",
+            partial.display()
+        )],
+    );
+    assert!(!file.exists());
+    // Its process died (the lock went with it): taken over.
+    drop(held);
+    let out = create();
+    assert!(
+        out.ok().contains("1 keys at log index 1"),
+        "{}",
+        out.describe()
+    );
+    assert!(!partial.exists());
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // An empty partial (killed before its first write) is ours too.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&partial, b"").unwrap();
+    create().code(OK);
+
+    // Not a partial snapshot: not ours, not touched.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&partial, b"someone's notes").unwrap();
+    create().fails(
+        USAGE,
+        &["is not a partial snapshot; remove it or choose another name"],
+    );
+    assert_eq!(std::fs::read(&partial).unwrap(), b"someone's notes");
+    assert!(!file.exists());
+}
+
+/// `snapshot create -` streams the image to stdout (not to a file named
+/// `-`); `snapshot restore -` reads it from stdin.
+#[test]
+fn snapshots_stream_through_stdout_and_stdin() {
+    let store = Store::new();
+    for (key, value) in [("a", "1"), ("b", "2")] {
+        store.run(["put", key, value]).code(OK);
+    }
+    let out = store.run(["snapshot", "create", "-"]);
+    out.code(OK);
+    assert!(out.stdout.starts_with(b"HTKVSNAP"), "{}", out.describe());
+    assert_eq!(
+        out.stderr,
+        format!(
+            "snapshot to stdout: 2 keys at log index 2, {} bytes\n",
+            out.stdout.len()
+        )
+    );
+    assert!(!store.tmp.path().join("-").exists());
+    let target = store.tmp.path().join("from-stdin");
+    let restore = |dir: &Path, image: &[u8]| {
+        store
+            .bare()
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["snapshot", "restore", "-"])
+            .stdin(image)
+            .run()
+    };
+    restore(&target, &out.stdout).exactly(OK, b"restored 2 keys at log index 2\n", "");
+    store
+        .bare()
+        .arg("--data-dir")
+        .arg(&target)
+        .args(["get", "b"])
+        .run()
+        .exactly(OK, b"2", "");
+    // A full stdout is an output error; a truncated image is refused.
+    store
+        .cli()
+        .args(["snapshot", "create", "-"])
+        .stdout_file("/dev/full")
+        .run()
+        .fails(OUTPUT, &["cannot write to stdout: No space left on device"]);
+    let elsewhere = store.tmp.path().join("truncated");
+    restore(&elsewhere, &out.stdout[..out.stdout.len() - 3]).code(CORRUPT);
+    assert!(!elsewhere.exists());
+}
+
 // ---------------------------------------------------------------------------
 // compact, inspect
 // ---------------------------------------------------------------------------

@@ -28,6 +28,10 @@ pub enum CliError {
     /// the limit on stdin): exit 2.
     #[error("{0}")]
     Usage(String),
+    /// Another process holds what this command needs (a snapshot's
+    /// partial file): exit 3, like a locked data directory.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error("{}", auth_message(.0))]
@@ -67,6 +71,7 @@ impl CliError {
             CliError::Wasm(WasmError::Config(_)) | CliError::Usage(_) => EXIT_USAGE,
             CliError::Wasm(_) => EXIT_OTHER,
             CliError::Output(_) => EXIT_OUTPUT,
+            CliError::Busy(_) => EXIT_LOCKED,
             CliError::Auth(AuthClientError::Auth(e)) => auth_exit_code(e),
             CliError::Auth(AuthClientError::Wasm(_)) => EXIT_OTHER,
             CliError::Auth(AuthClientError::Kek(KekError::Io { .. })) => EXIT_OTHER,

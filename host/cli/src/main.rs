@@ -16,6 +16,7 @@ mod error;
 mod input;
 mod output;
 mod print;
+mod snapshot_file;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -154,11 +155,14 @@ enum InspectCommand {
 
 #[derive(Subcommand)]
 enum SnapshotCommand {
-    /// Write an image of the store to FILE (which must not exist yet). The
-    /// file appears only once complete and fsynced.
+    /// Write an image of the store to FILE (which must not exist yet; mode
+    /// 0600), or to stdout for `-`. The file appears only once complete and
+    /// fsynced; a FILE.partial left by a killed create is taken over.
+    /// The key file auth.kek is not in the image: back it up beside it.
     Create { file: PathBuf },
-    /// Restore FILE into the data directory, which must be missing or empty.
-    /// A damaged image is refused and leaves the directory as it was.
+    /// Restore FILE (`-`: stdin) into the data directory, which must be
+    /// missing or empty. A damaged image is refused and leaves the
+    /// directory as it was.
     Restore { file: PathBuf },
 }
 
@@ -360,7 +364,21 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         CliCommand::Snapshot(SnapshotCommand::Create { file }) => {
             let engine = KvEngine::open(config)?;
-            let info = create_snapshot_file(&engine, &file)?;
+            if file.as_os_str() == "-" {
+                // The image is the output; its summary goes to stderr.
+                let info = out.stream(|w| {
+                    hightower_engine::snapshot::write_snapshot(engine.state().storage(), w)
+                })?;
+                out.finish()?;
+                note!(
+                    "snapshot to stdout: {} keys at log index {}, {} bytes",
+                    info.keys,
+                    info.last_log_index,
+                    info.bytes
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let info = snapshot_file::create(&engine, &file)?;
             out.did(format!("wrote {}", file.display()));
             outln!(
                 out,
@@ -372,10 +390,16 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             )?;
         }
         CliCommand::Snapshot(SnapshotCommand::Restore { file }) => {
-            let mut input = std::fs::File::open(&file)
-                .map_err(|source| Error::io(format!("open snapshot {}", file.display()), source))?;
-            let mut input = std::io::BufReader::new(&mut input);
-            let info = hightower_engine::snapshot::restore_snapshot(config, &mut input)?;
+            let info = if file.as_os_str() == "-" {
+                let mut input = std::io::stdin().lock();
+                hightower_engine::snapshot::restore_snapshot(config, &mut input)?
+            } else {
+                let input = std::fs::File::open(&file).map_err(|source| {
+                    Error::io(format!("open snapshot {}", file.display()), source)
+                })?;
+                let mut input = std::io::BufReader::new(input);
+                hightower_engine::snapshot::restore_snapshot(config, &mut input)?
+            };
             out.did("the snapshot was restored");
             outln!(
                 out,
@@ -431,47 +455,6 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
     out.finish()?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes `FILE.partial`, fsyncs it, renames it to `FILE`, fsyncs the directory.
-fn create_snapshot_file(
-    engine: &KvEngine,
-    file: &std::path::Path,
-) -> Result<hightower_engine::snapshot::SnapshotInfo, Error> {
-    if file.exists() {
-        return Err(ConfigError {
-            field: "snapshot file",
-            reason: format!("{} already exists", file.display()),
-        }
-        .into());
-    }
-    let partial = PathBuf::from(format!("{}.partial", file.display()));
-    let io = |what: &str, path: &std::path::Path| {
-        let what = format!("{what} {}", path.display());
-        move |source| Error::io(what, source)
-    };
-    let out = std::fs::File::create_new(&partial).map_err(io("create", &partial))?;
-    let mut writer = std::io::BufWriter::new(out);
-    let info = hightower_engine::snapshot::write_snapshot(engine.state().storage(), &mut writer);
-    let finished = info.and_then(|info| {
-        let out = writer
-            .into_inner()
-            .map_err(|err| Error::io(format!("write {}", partial.display()), err.into_error()))?;
-        out.sync_all().map_err(io("fsync", &partial))?;
-        std::fs::rename(&partial, file).map_err(io("rename", &partial))?;
-        let parent = file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        std::fs::File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io("fsync", parent))?;
-        Ok(info)
-    });
-    if finished.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    finished
 }
 
 /// `hightower run`: the component's exit status, or ours for a failure.

@@ -104,6 +104,52 @@ impl Stdout {
     pub fn finish(mut self) -> Result<(), OutputError> {
         self.flush()
     }
+
+    /// Lets `write` stream into stdout (a snapshot image). If it fails
+    /// because stdout did, that is an [`OutputError`], not its own.
+    pub fn stream<T, E: Into<crate::error::CliError>>(
+        &mut self,
+        write: impl FnOnce(&mut dyn Write) -> Result<T, E>,
+    ) -> Result<T, crate::error::CliError> {
+        let mut recorder = Recorder {
+            inner: &mut self.out,
+            failed: None,
+        };
+        let result = write(&mut recorder);
+        match (result, recorder.failed.take()) {
+            (Ok(value), _) => Ok(value),
+            (Err(_), Some(source)) => Err(self.failed(source).into()),
+            (Err(err), None) => Err(err.into()),
+        }
+    }
+}
+
+/// A writer that keeps the first error of the one it wraps.
+struct Recorder<'a, W: Write> {
+    inner: &'a mut W,
+    failed: Option<std::io::Error>,
+}
+
+impl<W: Write> Recorder<'_, W> {
+    fn keep<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
+        result.inspect_err(|err| {
+            if self.failed.is_none() {
+                self.failed = Some(std::io::Error::new(err.kind(), err.to_string()));
+            }
+        })
+    }
+}
+
+impl<W: Write> Write for Recorder<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.keep(result)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.inner.flush();
+        self.keep(result)
+    }
 }
 
 /// Writes a line to the command's [`Stdout`]: `outln!(out, "{x}")?`.
