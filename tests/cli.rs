@@ -1501,6 +1501,29 @@ fn compact_seals_the_active_segment_and_an_empty_store_has_nothing_to_compact() 
     store.run(["get", "k"]).exactly(OK, b"w", "");
 }
 
+/// `inspect segment ID --json` shows keys as strings: as they are when
+/// UTF-8, else in `key_base64` (standard base64), never arrays of numbers.
+#[test]
+fn inspect_json_shows_keys_as_strings() {
+    let store = Store::new();
+    store.run(["put", "app/ключ", "v"]).code(OK);
+    store
+        .cli()
+        .arg("put")
+        .arg(os(b"bin\xff\x01"))
+        .arg("v")
+        .run()
+        .code(OK);
+    let records = json(store.run(["inspect", "segment", "1", "--json"]).code(OK));
+    let records = records.as_array().unwrap();
+    let puts: Vec<_> = records.iter().filter(|r| r["kind"] == "put").collect();
+    assert_eq!(puts.len(), 2, "{records:?}");
+    assert_eq!(puts[0]["key"], "app/ключ");
+    assert!(puts[0].get("key_base64").is_none(), "{:?}", puts[0]);
+    assert_eq!(puts[1]["key_base64"], "Ymlu/wE=");
+    assert!(puts[1].get("key").is_none(), "{:?}", puts[1]);
+}
+
 // ---------------------------------------------------------------------------
 // A full or closed stdout, endless input
 // ---------------------------------------------------------------------------

@@ -59,7 +59,8 @@ pub fn segments(out: &mut Stdout, segments: &[SegmentInfo], json: bool) -> Resul
 
 pub fn records(out: &mut Stdout, records: &[RecordInfo], json: bool) -> Result<(), OutputError> {
     if json {
-        return out.json(records);
+        let views: Vec<RecordView<'_>> = records.iter().map(RecordView::from).collect();
+        return out.json(&views);
     }
     outln!(
         out,
@@ -85,6 +86,41 @@ pub fn records(out: &mut Stdout, records: &[RecordInfo], json: bool) -> Result<(
         )?;
     }
     outln!(out, "{} record(s)", records.len())
+}
+
+/// A record in `--json`: its key as a string (`key`) when it is UTF-8,
+/// else as standard base64 (`key_base64`); exactly one of the two.
+#[derive(serde::Serialize)]
+struct RecordView<'a> {
+    offset: u64,
+    kind: &'a str,
+    version: u64,
+    log_index: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_base64: Option<String>,
+    value_bytes: u64,
+    live: bool,
+}
+
+impl<'a> From<&'a RecordInfo> for RecordView<'a> {
+    fn from(r: &'a RecordInfo) -> Self {
+        use base64::Engine;
+        let text = std::str::from_utf8(&r.key).ok();
+        RecordView {
+            offset: r.offset,
+            kind: r.kind,
+            version: r.version,
+            log_index: r.log_index,
+            key: text,
+            key_base64: text
+                .is_none()
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&r.key)),
+            value_bytes: r.value_bytes,
+            live: r.live,
+        }
+    }
 }
 
 pub fn stats(out: &mut Stdout, stats: &Stats, json: bool) -> Result<(), OutputError> {
