@@ -36,6 +36,13 @@ pub enum CliError {
     Output(#[from] OutputError),
     #[error("{}", auth_message(.0))]
     Auth(#[from] AuthClientError),
+    /// `run`: the component ended, but the store could not be closed
+    /// cleanly (its final fsync failed, e.g. on a full disk).
+    #[error(
+        "the component exited with status {status}, but closing the store failed \
+         (writes it made may not be durable): {source}"
+    )]
+    AfterRun { status: i32, source: Error },
 }
 
 fn auth_message(err: &AuthClientError) -> String {
@@ -67,9 +74,9 @@ impl From<AuthError> for CliError {
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Engine(err) => engine_exit_code(err),
-            CliError::Wasm(WasmError::Config(_)) | CliError::Usage(_) => EXIT_USAGE,
-            CliError::Wasm(_) => EXIT_OTHER,
+            CliError::Engine(err) | CliError::AfterRun { source: err, .. } => engine_exit_code(err),
+            CliError::Wasm(err) => wasm_exit_code(err),
+            CliError::Usage(_) => EXIT_USAGE,
             CliError::Output(_) => EXIT_OUTPUT,
             CliError::Busy(_) => EXIT_LOCKED,
             CliError::Auth(AuthClientError::Auth(e)) => auth_exit_code(e),
@@ -91,6 +98,16 @@ fn engine_exit_code(err: &Error) -> u8 {
         Error::Input(_) | Error::Config(_) | Error::NotADirectory { .. } => EXIT_USAGE,
         Error::Locked { .. } => EXIT_LOCKED,
         Error::Corruption(_) | Error::UnsupportedFormat { .. } => EXIT_CORRUPT,
+        _ => EXIT_OTHER,
+    }
+}
+
+fn wasm_exit_code(err: &WasmError) -> u8 {
+    match err {
+        WasmError::Config(_) | WasmError::Compile { .. } | WasmError::Instantiate { .. } => {
+            EXIT_USAGE
+        }
+        err if err.is_guest_fault() => EXIT_GUEST_FAULT,
         _ => EXIT_OTHER,
     }
 }

@@ -8,7 +8,8 @@
 //! credentials or token (`auth`) · 8 username taken, conflict (`auth`) ·
 //! 9 the output could not be written (stdout full or closed; a command
 //! that changes the store had done so). `run` exits with the component's
-//! own status; see [`run_cli`] for how its own outcomes stay apart.
+//! own status (0 to 125), its own outcomes being 128 + these codes; see
+//! [`run_cli`].
 
 mod auth_cli;
 mod config_file;
@@ -16,6 +17,7 @@ mod error;
 mod input;
 mod output;
 mod print;
+mod run_cli;
 mod snapshot_file;
 
 use std::ffi::OsString;
@@ -23,17 +25,16 @@ use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use hightower_engine::command::Limits;
 use hightower_engine::error::{ConfigError, display_key};
 use hightower_engine::storage::verify_segments;
 use hightower_engine::{Config, Error, KvEngine, RecoveryMode};
-use hightower_wasm::{SandboxConfig, WasmError, WasmRuntime};
+use hightower_wasm::SandboxConfig;
 
 use config_file::FileConfig;
-use error::{CliError, EXIT_CORRUPT, EXIT_GUEST_FAULT, EXIT_NOT_FOUND, EXIT_OTHER, EXIT_USAGE};
+use error::{CliError, EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_OTHER, EXIT_USAGE};
 use input::{MAX_CONFIG_FILE_BYTES, read_file_at_most};
 use output::{Stdout, note, outln};
 
@@ -168,18 +169,28 @@ enum SnapshotCommand {
 
 fn main() -> ExitCode {
     output::install_panic_hook();
-    // A panic is a bug; the hook has named it. Exit 5, not Rust's 101.
-    std::panic::catch_unwind(real_main).unwrap_or(ExitCode::from(EXIT_OTHER))
+    // A panic is a bug; the hook has named it. Exit 5 (133 for `run`), not
+    // Rust's 101.
+    std::panic::catch_unwind(real_main).unwrap_or_else(|_| match invoked_run() {
+        true => run_cli::own_status(EXIT_OTHER),
+        false => ExitCode::from(EXIT_OTHER),
+    })
 }
 
 fn real_main() -> ExitCode {
     init_logging();
+    // `run` keeps its exit statuses apart from its component's (run_cli).
+    let exit = if invoked_run() {
+        run_cli::own_status
+    } else {
+        ExitCode::from
+    };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
             return if err.use_stderr() {
-                ExitCode::from(EXIT_USAGE)
+                exit(EXIT_USAGE)
             } else {
                 ExitCode::SUCCESS
             };
@@ -191,9 +202,25 @@ fn real_main() -> ExitCode {
             if !err.is_quiet() {
                 note!("hightower: {err}");
             }
-            ExitCode::from(err.exit_code())
+            exit(err.exit_code())
         }
     }
+}
+
+/// Whether the subcommand is `run`: the first argument that is neither an
+/// option nor the value of a global option (`--data-dir`, `--config`).
+fn invoked_run() -> bool {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_bytes() {
+            b"--data-dir" | b"--config" => {
+                args.next();
+            }
+            bytes if bytes.starts_with(b"-") => {}
+            bytes => return bytes == b"run",
+        }
+    }
+    false
 }
 
 /// wasmtime-wasi traces every WASI call with its result at `trace`,
@@ -422,8 +449,12 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 max_memory_bytes: max_memory_bytes.unwrap_or(wasm_config.max_memory_bytes),
                 ..wasm_config
             };
-            sandbox.validate()?;
-            return run_component(config, sandbox, &component, &namespaces, args);
+            let request = run_cli::RunArgs {
+                component: &component,
+                namespaces: &namespaces,
+                args,
+            };
+            return Ok(run_cli::run(config, sandbox, request));
         }
         CliCommand::Auth(args) => {
             auth_cli::run(config, wasm_config, auth_config, args)?;
@@ -455,44 +486,6 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
     out.finish()?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `hightower run`: the component's exit status, or ours for a failure.
-fn run_component(
-    config: Config,
-    sandbox: SandboxConfig,
-    path: &std::path::Path,
-    namespaces: &[String],
-    args: Vec<String>,
-) -> Result<ExitCode, CliError> {
-    let wasm = std::fs::read(path)
-        .map_err(|source| Error::io(format!("read {}", path.display()), source))?;
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let engine = Arc::new(KvEngine::open(config)?);
-    let mut argv = vec![name.clone()];
-    argv.extend(args);
-    let status = WasmRuntime::new(engine.clone(), sandbox)
-        .and_then(|runtime| runtime.run_command(&name, &wasm, namespaces, &argv));
-    // The runtime is gone; close the store cleanly (final fsync) if we can.
-    if let Ok(engine) = Arc::try_unwrap(engine) {
-        engine.close()?;
-    }
-    match status {
-        Ok(code) => Ok(ExitCode::from(code as u8)),
-        Err(err) => {
-            note!("hightower: {err}");
-            Ok(ExitCode::from(match err {
-                WasmError::Config(_)
-                | WasmError::Compile { .. }
-                | WasmError::Instantiate { .. } => EXIT_USAGE,
-                err if err.is_guest_fault() => EXIT_GUEST_FAULT,
-                _ => EXIT_OTHER,
-            }))
-        }
-    }
 }
 
 /// Opens without background threads: a one-shot command does its work
