@@ -32,6 +32,14 @@ impl Store {
         self.cli().arg("auth").args(FAST).args(args)
     }
 
+    /// `auth ARGS` fails with exit 1, "user not found", and nothing else.
+    #[track_caller]
+    fn no_such_user(&self, args: &[&str]) {
+        self.auth(args)
+            .run()
+            .exactly(NOT_FOUND, "", "hightower: user not found\n");
+    }
+
     /// The raw value of a store key (`hightower get`), or `None` (exit 1).
     fn raw(&self, key: &str) -> Option<String> {
         let out = self.cli().args(["get", key]).run();
@@ -204,9 +212,7 @@ fn users_create_verify_passwd_show_list_delete() {
         !raw.contains("blue-falcon") && !raw.contains("pw-alice"),
         "{raw}"
     );
-    s.auth(&["user", "show", "nobody"])
-        .run()
-        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+    s.no_such_user(&["user", "show", "nobody"]);
 
     // list: pages of two, in id order, `next: ID` while there are more.
     let mut ids = vec![(alice.clone(), "Alice".to_string())];
@@ -274,9 +280,7 @@ fn users_create_verify_passwd_show_list_delete() {
     ] {
         assert_eq!(s.raw(&key), None, "{key} is left");
     }
-    s.auth(&["user", "delete", "bob"])
-        .run()
-        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+    s.no_such_user(&["user", "delete", "bob"]);
     s.auth(&["user", "verify", "bob"])
         .stdin("pw\n")
         .run()
@@ -370,9 +374,7 @@ fn api_keys_create_verify_revoke_list_expire() {
         .exactly(DENIED, "", BAD_TOKEN);
 
     // Bad arguments.
-    s.auth(&["key", "create", "nobody", "--name", "x"])
-        .run()
-        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+    s.no_such_user(&["key", "create", "nobody", "--name", "x"]);
     s.auth(&[
         "key",
         "create",
@@ -386,41 +388,26 @@ fn api_keys_create_verify_revoke_list_expire() {
     .fails(USAGE, &["--expires-in"]);
     // Scopes follow the grammar (README "Scopes"): `a,b` is refused rather
     // than shown like two scopes.
-    for (scope, needle) in [
+    for (scopes, needle) in [
         (
-            "a b",
+            &["a b"][..],
             "not admin, read:PREFIX, write:PREFIX or call:EXTENSION",
         ),
-        ("read:a,b", "comma"),
-        ("kv:read", "not admin"),
-        ("read:auth/", "keys under auth/ are reached only with admin"),
-        ("call:Bad", "extension name"),
+        (&["read:a,b"], "comma"),
+        (&["kv:read"], "not admin"),
+        (
+            &["read:auth/"],
+            "keys under auth/ are reached only with admin",
+        ),
+        (&["call:Bad"], "extension name"),
+        (&["admin", "admin"], "scope \"admin\" is given twice"),
     ] {
-        s.auth(&[
-            "key",
-            "create",
-            "keyholder",
-            "--name",
-            "x",
-            "--scope",
-            scope,
-        ])
-        .run()
-        .fails(USAGE, &["hightower: invalid argument: scope", needle]);
+        let flags = scopes.iter().flat_map(|scope| ["--scope", scope]);
+        s.auth(&["key", "create", "keyholder", "--name", "x"])
+            .args(flags)
+            .run()
+            .fails(USAGE, &["hightower: invalid argument: scope", needle]);
     }
-    s.auth(&[
-        "key",
-        "create",
-        "keyholder",
-        "--name",
-        "x",
-        "--scope",
-        "admin",
-        "--scope",
-        "admin",
-    ])
-    .run()
-    .fails(USAGE, &["scope \"admin\" is given twice"]);
 
     // delete: revoked or not, the key is gone from the listing.
     let listed_before = s
@@ -440,9 +427,7 @@ fn api_keys_create_verify_revoke_list_expire() {
         "",
         "hightower: API key not found\n",
     );
-    s.auth(&["key", "list", "nobody"])
-        .run()
-        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+    s.no_such_user(&["key", "list", "nobody"]);
 }
 
 /// Every command that handles a secret, at the most verbose log level, with
@@ -873,9 +858,7 @@ fn endless_input_is_refused_and_an_unshown_token_is_deleted() {
         .stdin("pw\n")
         .run()
         .fails(USAGE, &["--metadata-file: `-` is not allowed"]);
-    s.auth(&["user", "show", "meta"])
-        .run()
-        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+    s.no_such_user(&["user", "show", "meta"]);
 
     let out = s
         .auth(&["key", "create", "bounded", "--name", "lost"])
@@ -944,18 +927,12 @@ fn user_scopes_are_set_shown_and_changed() {
     scopes(&["--add", "admin", "--remove", "admin"]).fails(USAGE, &["cannot be used with"]);
     scopes(&["--set", "read:x y"]).fails(USAGE, &["invalid argument: scope \"read:x y\""]);
     scopes(&[]).exactly(OK, "-\n", "");
-    s.auth(&["user", "scopes", "nobody"]).run().exactly(
-        NOT_FOUND,
-        "",
-        "hightower: user not found\n",
-    );
+    s.no_such_user(&["user", "scopes", "nobody"]);
     s.auth(&["user", "create", "bad", "--scope", "write:auth/x"])
         .stdin("pw\n")
         .run()
         .fails(USAGE, &["keys under auth/ are reached only with admin"]);
-    s.auth(&["user", "show", "bad"])
-        .run()
-        .exactly(NOT_FOUND, "", "hightower: user not found\n");
+    s.no_such_user(&["user", "show", "bad"]);
 }
 
 /// A snapshot does not carry the key file (by design). A store restored

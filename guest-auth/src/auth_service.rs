@@ -168,14 +168,31 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         normalize_username(username).map_err(|e| AuthError::InvalidUsername(e.to_string()))
     }
 
-    fn get_user_record(&self, id: &str) -> Result<Option<(UserRecord, u64)>, AuthError> {
-        match self.store.get(&user_key(id))? {
+    /// The record stored under `key`, decoded, with its version.
+    fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<(T, u64)>, AuthError> {
+        match self.store.get(key)? {
             None => Ok(None),
             Some(e) => Ok(Some((
                 from_bytes(&e.value).map_err(AuthError::Storage)?,
                 e.version,
             ))),
         }
+    }
+
+    fn get_user_record(&self, id: &str) -> Result<Option<(UserRecord, u64)>, AuthError> {
+        self.record(&user_key(id))
+    }
+
+    /// An API key's record and version; `missing` if there is none.
+    fn key_record(
+        &self,
+        key_id: &str,
+        missing: AuthError,
+    ) -> Result<(ApiKeyRecord, u64), AuthError> {
+        self.record(&apikey_key(key_id))?.ok_or(missing)
     }
 
     fn user_by_name(&self, normalized: &str) -> Result<Option<(UserRecord, u64)>, AuthError> {
@@ -514,8 +531,7 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         }
         let mut live = 0;
         for id in &keys.key_ids {
-            if let Some(e) = self.store.get(&apikey_key(id))? {
-                let record: ApiKeyRecord = from_bytes(&e.value).map_err(AuthError::Storage)?;
+            if let Some((record, _)) = self.record::<ApiKeyRecord>(&apikey_key(id))? {
                 live += usize::from(is_live(&record, now));
             }
         }
@@ -532,11 +548,7 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
     /// constant time. Every failure is [`AuthError::InvalidToken`].
     pub fn verify_api_key(&self, token: &str) -> Result<Principal, AuthError> {
         let parsed = id_generator::parse_token(token).ok_or(AuthError::InvalidToken)?;
-        let entry = self
-            .store
-            .get(&apikey_key(parsed.key_id))?
-            .ok_or(AuthError::InvalidToken)?;
-        let record: ApiKeyRecord = from_bytes(&entry.value).map_err(AuthError::Storage)?;
+        let (record, _) = self.key_record(parsed.key_id, AuthError::InvalidToken)?;
         let digest = Sha256::digest(parsed.secret.as_bytes());
         if !bool::from(digest.as_slice().ct_eq(&record.secret_sha256)) {
             return Err(AuthError::InvalidToken);
@@ -554,17 +566,13 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
     /// Marks a key revoked (kept for listings until its user is deleted).
     pub fn revoke_api_key(&self, key_id: &str) -> Result<(), AuthError> {
         for _ in 0..RETRIES {
-            let entry = self
-                .store
-                .get(&apikey_key(key_id))?
-                .ok_or(AuthError::KeyNotFound)?;
-            let mut record: ApiKeyRecord = from_bytes(&entry.value).map_err(AuthError::Storage)?;
+            let (mut record, version) = self.key_record(key_id, AuthError::KeyNotFound)?;
             if record.revoked_at.is_some() {
                 return Ok(());
             }
             record.revoked_at = Some(self.clock.now());
             match self.store.batch(
-                &[Condition::VersionIs(apikey_key(key_id), entry.version)],
+                &[Condition::VersionIs(apikey_key(key_id), version)],
                 &[Op::Set(apikey_key(key_id), to_bytes(&record))],
             ) {
                 Err(StoreError::ConditionFailed(_)) => continue,
@@ -578,19 +586,13 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
     /// in one batch guarded by the versions read.
     pub fn delete_api_key(&self, key_id: &str) -> Result<(), AuthError> {
         for _ in 0..RETRIES {
-            let entry = self
-                .store
-                .get(&apikey_key(key_id))?
-                .ok_or(AuthError::KeyNotFound)?;
-            let record: ApiKeyRecord = from_bytes(&entry.value).map_err(AuthError::Storage)?;
-            let mut conditions = vec![Condition::VersionIs(apikey_key(key_id), entry.version)];
+            let (record, version) = self.key_record(key_id, AuthError::KeyNotFound)?;
+            let mut conditions = vec![Condition::VersionIs(apikey_key(key_id), version)];
             let mut ops = vec![Op::Delete(apikey_key(key_id))];
             let index = user_keys_key(&record.user_id);
-            if let Some(keys_entry) = self.store.get(&index)? {
-                let mut keys: UserKeys =
-                    from_bytes(&keys_entry.value).map_err(AuthError::Storage)?;
+            if let Some((mut keys, keys_version)) = self.record::<UserKeys>(&index)? {
                 keys.key_ids.retain(|id| id != key_id);
-                conditions.push(Condition::VersionIs(index.clone(), keys_entry.version));
+                conditions.push(Condition::VersionIs(index.clone(), keys_version));
                 ops.push(Op::Set(index, to_bytes(&keys)));
             }
             match self.store.batch(&conditions, &ops) {
@@ -602,15 +604,12 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
     }
 
     pub fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyInfo>, AuthError> {
-        let entry = self
-            .store
-            .get(&user_keys_key(user_id))?
+        let (keys, _) = self
+            .record::<UserKeys>(&user_keys_key(user_id))?
             .ok_or(AuthError::UserNotFound)?;
-        let keys: UserKeys = from_bytes(&entry.value).map_err(AuthError::Storage)?;
         let mut out = Vec::with_capacity(keys.key_ids.len());
         for id in &keys.key_ids {
-            if let Some(e) = self.store.get(&apikey_key(id))? {
-                let record: ApiKeyRecord = from_bytes(&e.value).map_err(AuthError::Storage)?;
+            if let Some((record, _)) = self.record::<ApiKeyRecord>(&apikey_key(id))? {
                 out.push(key_info(&record));
             }
         }
