@@ -5,11 +5,14 @@
 //! per line from stdin (each line at most 4 KiB).
 //!
 //! Exit codes (in addition to the CLI's): 1 user or key not found ·
-//! 2 invalid username, password or argument, hashing parameters, a missing
-//! secret on stdin, or an unusable key-encryption key · 5 the component
-//! failed or data could not be decrypted · 7 invalid credentials or token ·
-//! 8 username taken or conflict (retry). Bad flags are refused before the
-//! data directory is opened.
+//! 2 invalid username, password, scope or argument, hashing parameters
+//! (below the floor or otherwise bad), a missing or oversized secret on
+//! stdin, or a key-encryption key that is missing (the store needs it),
+//! different or unusable · 5 the component failed or data could not be
+//! decrypted · 7 invalid credentials or token · 8 username taken or
+//! conflict (retry) · 9 the output could not be written (a token that could
+//! not be shown is deleted again). Bad flags are refused before the data
+//! directory is opened.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
