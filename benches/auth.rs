@@ -54,7 +54,9 @@ impl Fixture {
         let runtime = WasmRuntime::new(kv, sandbox).unwrap();
         let client =
             AuthClient::load(&runtime, Hasher::default(), &KeyRing::single([3; 32])).unwrap();
-        let user = client.create_user("bench", "bench-password", None).unwrap();
+        let user = client
+            .create_user("bench", "bench-password", None, &[])
+            .unwrap();
         let token = client
             .create_api_key(&user.id, "bench", &["kv:read".into()], None)
             .unwrap()
@@ -80,7 +82,7 @@ impl Fixture {
     fn create_user(&self) {
         let i = self.next_user.fetch_add(1, Ordering::Relaxed);
         self.client
-            .create_user(&format!("u{i}"), "bench-password", None)
+            .create_user(&format!("u{i}"), "bench-password", None, &[])
             .unwrap();
     }
 

@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use hightower_engine::{Config, KvEngine, SyncMode};
-use hightower_wasm::auth::{Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KeyRing};
+use hightower_wasm::auth::{
+    Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KeyRing, Scope, ScopeChange,
+};
 use hightower_wasm::{SandboxConfig, WasmRuntime};
 
-/// Cheap parameters for tests that hash a lot.
+/// The cheapest parameters at the floor, for tests that hash a lot.
 const CHEAP: Hasher = Hasher::Argon2id(Argon2Params {
-    m_kib: 64,
-    t: 1,
+    m_kib: 7168,
+    t: 5,
     p: 1,
 });
 
@@ -30,7 +32,12 @@ struct Env {
 /// component is the slow part); tests use distinct usernames.
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(|| {
+    ENV.get_or_init(new_env)
+}
+
+/// A store of its own, for a test that changes which keys the store needs.
+fn new_env() -> Env {
+    {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
             sync: SyncMode::Os,
@@ -51,7 +58,7 @@ fn env() -> &'static Env {
             kv,
             client,
         }
-    })
+    }
 }
 
 fn auth_err<T: std::fmt::Debug>(r: Result<T, AuthClientError>) -> AuthError {
@@ -92,6 +99,7 @@ fn eight_threads_one_username_one_winner_no_orphans() {
                         if i % 2 == 0 { "Race" } else { "RACE" },
                         "pw-race",
                         None,
+                        &[],
                     )
                 })
             })
@@ -136,7 +144,7 @@ fn default_params_phc_verifies_natively_and_unknown_user_looks_like_wrong_passwo
         .client
         .with_settings(Hasher::default(), &KeyRing::single([7; 32]));
     let user = client
-        .create_user("Interop", "correct horse", None)
+        .create_user("Interop", "correct horse", None, &[])
         .unwrap();
     let phc = raw_user(env, &user.id)["password_hash"]
         .as_str()
@@ -170,15 +178,18 @@ fn default_params_phc_verifies_natively_and_unknown_user_looks_like_wrong_passwo
 #[test]
 fn raised_params_rehash_on_login() {
     let env = env();
-    let user = env.client.create_user("rehash-me", "pw-1", None).unwrap();
+    let user = env
+        .client
+        .create_user("rehash-me", "pw-1", None, &[])
+        .unwrap();
     let before = raw_user(env, &user.id)["password_hash"]
         .as_str()
         .unwrap()
         .to_string();
-    assert!(before.contains("m=64,t=1,p=1"), "{before}");
+    assert!(before.contains("m=7168,t=5,p=1"), "{before}");
     let raised = Hasher::Argon2id(Argon2Params {
-        m_kib: 256,
-        t: 2,
+        m_kib: 8192,
+        t: 5,
         p: 1,
     });
     let client = env.client.with_settings(raised, &KeyRing::single([7; 32]));
@@ -188,7 +199,28 @@ fn raised_params_rehash_on_login() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(after.contains("m=256,t=2,p=1"), "{after}");
+    assert!(after.contains("m=8192,t=5,p=1"), "{after}");
+    // Settings weaker in one parameter verify without rehashing.
+    let fewer_passes = env
+        .client
+        .with_settings(Hasher::default(), &KeyRing::single([7; 32]));
+    fewer_passes.verify_password("rehash-me", "pw-1").unwrap();
+    assert_eq!(raw_user(env, &user.id)["password_hash"], after.as_str());
+    // Below the floor, the component refuses the configuration itself.
+    let weak = env.client.with_settings(
+        Hasher::Argon2id(Argon2Params {
+            m_kib: 8,
+            t: 1,
+            p: 1,
+        }),
+        &KeyRing::single([7; 32]),
+    );
+    let e = auth_err(weak.verify_password("rehash-me", "pw-1"));
+    assert!(
+        matches!(&e, AuthError::InvalidArgument(m) if m.contains("below the floor")),
+        "{e:?}"
+    );
+    assert_eq!(raw_user(env, &user.id)["password_hash"], after.as_str());
     // The old settings still verify it: parameters come from the hash.
     env.client.verify_password("rehash-me", "pw-1").unwrap();
     env.client
@@ -199,11 +231,11 @@ fn raised_params_rehash_on_login() {
     // Limits are enforced before hashing, and reported.
     let long = "p".repeat(1025);
     assert!(matches!(
-        auth_err(env.client.create_user("longpw", &long, None)),
+        auth_err(env.client.create_user("longpw", &long, None, &[])),
         AuthError::InvalidPassword(_)
     ));
     assert!(matches!(
-        auth_err(env.client.create_user("bad\u{1}name", "pw", None)),
+        auth_err(env.client.create_user("bad\u{1}name", "pw", None, &[])),
         AuthError::InvalidUsername(_)
     ));
     env.client.delete_user(&user.id).unwrap();
@@ -212,8 +244,11 @@ fn raised_params_rehash_on_login() {
 #[test]
 fn api_keys_scopes_typos_expiry_revocation_and_cascade() {
     let env = env();
-    let user = env.client.create_user("keyholder", "pw", None).unwrap();
-    let scopes = vec!["kv:read".to_string(), "kv:write".to_string()];
+    let user = env
+        .client
+        .create_user("keyholder", "pw", None, &[])
+        .unwrap();
+    let scopes = vec!["read:app/".to_string(), "write:app/".to_string()];
     let new = env
         .client
         .create_api_key(&user.id, "deploy", &scopes, None)
@@ -295,14 +330,16 @@ fn api_keys_scopes_typos_expiry_revocation_and_cascade() {
 
 #[test]
 fn metadata_is_encrypted_bound_to_its_record_and_rotates() {
-    let env = env();
+    // Its own store: once metadata is encrypted under key 2, a client
+    // without key 2 is refused every call.
+    let env = &new_env();
     let a = env
         .client
-        .create_user("meta-a", "pw", Some(b"secret-team-blue"))
+        .create_user("meta-a", "pw", Some(b"secret-team-blue"), &[])
         .unwrap();
     let b = env
         .client
-        .create_user("meta-b", "pw", Some(b"other"))
+        .create_user("meta-b", "pw", Some(b"other"), &[])
         .unwrap();
     assert_eq!(
         env.client.get_user(&a.id).unwrap().metadata.as_deref(),
@@ -318,12 +355,30 @@ fn metadata_is_encrypted_bound_to_its_record_and_rotates() {
         rotated.get_user(&a.id).unwrap().metadata.as_deref(),
         Some(&b"secret-team-blue"[..])
     );
-    let c = rotated.create_user("meta-c", "pw", Some(b"new")).unwrap();
+    let c = rotated
+        .create_user("meta-c", "pw", Some(b"new"), &[])
+        .unwrap();
     let blob: Vec<u8> = serde_json::from_value(raw_user(env, &c.id)["metadata"].clone()).unwrap();
     assert_eq!(&blob[..5], &[1, 0, 0, 0, 2]);
+    // Without key 2 every call is refused, naming it; nothing is written.
     let e = auth_err(env.client.get_user(&c.id));
-    assert!(matches!(e, AuthError::Crypto(_)), "{e:?}");
+    assert_eq!(e, AuthError::KekMissing(2));
     assert!(!e.to_string().contains(&hex7[..16]));
+    assert_eq!(
+        auth_err(env.client.create_user("meta-d", "pw", Some(b"x"), &[])),
+        AuthError::KekMissing(2)
+    );
+    // Another key under id 2 is refused too.
+    let impostor = KeyRing::parse(&format!("1:{hex7},2:{}", "0a".repeat(32)), "test").unwrap();
+    assert_eq!(
+        auth_err(
+            env.client
+                .with_settings(CHEAP, &impostor)
+                .lookup_user("meta-a")
+        ),
+        AuthError::KekMismatch(2)
+    );
+    let env_client = rotated;
     // A ciphertext moved to another record does not decrypt.
     let mut rec_b = raw_user(env, &b.id);
     rec_b["metadata"] = raw_user(env, &a.id)["metadata"].clone();
@@ -333,13 +388,13 @@ fn metadata_is_encrypted_bound_to_its_record_and_rotates() {
             serde_json::to_vec(&rec_b).unwrap(),
         )
         .unwrap();
-    let e = auth_err(env.client.get_user(&b.id));
+    let e = auth_err(env_client.get_user(&b.id));
     assert!(matches!(e, AuthError::Crypto(_)), "{e:?}");
     // The key never shows in the client's Debug output.
-    assert!(!format!("{rotated:?}").contains("9, 9, 9"));
-    assert!(!format!("{rotated:?}").contains(&hex7[..16]));
+    assert!(!format!("{env_client:?}").contains("9, 9, 9"));
+    assert!(!format!("{env_client:?}").contains(&hex7[..16]));
     for id in [&a.id, &b.id, &c.id] {
-        env.client.delete_user(id).unwrap();
+        env_client.delete_user(id).unwrap();
     }
 }
 
@@ -350,7 +405,7 @@ fn list_users_is_paged() {
     for i in 0..5 {
         ids.push(
             env.client
-                .create_user(&format!("page-{i}"), "pw", None)
+                .create_user(&format!("page-{i}"), "pw", None, &[])
                 .unwrap()
                 .id,
         );
@@ -381,6 +436,80 @@ fn list_users_is_paged() {
     for id in &ids {
         env.client.delete_user(id).unwrap();
     }
+}
+
+/// The component (which checks scopes when it stores them) and the host's
+/// parser (which a server enforces) agree on the grammar.
+#[test]
+fn the_component_and_the_host_agree_on_the_scope_grammar() {
+    let env = env();
+    let user = env.client.create_user("grammar", "pw", None, &[]).unwrap();
+    let long_prefix = format!("read:{}", "p".repeat(256));
+    let over_prefix = format!("{long_prefix}p");
+    let long_call = format!("call:{}", "e".repeat(64));
+    let over_call = format!("{long_call}e");
+    let cases = [
+        "admin",
+        "read:",
+        "write:",
+        "read:app/",
+        "write:app/jobs/",
+        "read:auth",
+        "call:resize_2-x",
+        &long_prefix,
+        &long_call,
+        "ADMIN",
+        "kv:read",
+        "read",
+        "read:a b",
+        "read:a,b",
+        "read:\u{7}",
+        "read:a\u{3000}",
+        "read:auth/",
+        "write:auth/x",
+        "call:",
+        "call:A",
+        "call:a.b",
+        "",
+        &over_prefix,
+        &over_call,
+    ];
+    for case in cases {
+        let host = Scope::parse(case);
+        let scopes = [case.to_string()];
+        let component = env
+            .client
+            .update_user_scopes(&user.id, &ScopeChange::Set(scopes.to_vec()));
+        match (&host, &component) {
+            (Ok(scope), Ok(stored)) => {
+                assert_eq!(stored.scopes, [scope.to_string()], "{case:?}");
+            }
+            (Err(_), Err(AuthClientError::Auth(AuthError::InvalidArgument(m)))) => {
+                assert!(m.starts_with("scope "), "{case:?}: {m}");
+            }
+            _ => panic!("{case:?}: host {host:?}, component {component:?}"),
+        }
+    }
+    // Users carry their scopes into a password login; keys can be deleted.
+    env.client
+        .update_user_scopes(&user.id, &ScopeChange::Set(vec!["read:app/".into()]))
+        .unwrap();
+    let verified = env.client.verify_password("GRAMMAR", "pw").unwrap();
+    assert_eq!(verified.scopes, ["read:app/"]);
+    let key = env
+        .client
+        .create_api_key(&user.id, "k", &["admin".into()], None)
+        .unwrap();
+    env.client.delete_api_key(&key.key.id).unwrap();
+    assert_eq!(
+        auth_err(env.client.verify_api_key(&key.token)),
+        AuthError::InvalidToken
+    );
+    assert_eq!(
+        auth_err(env.client.delete_api_key(&key.key.id)),
+        AuthError::KeyNotFound
+    );
+    env.client.delete_user(&user.id).unwrap();
 }
 
 /// The embedded component is built with `+simd128` (guest-auth's

@@ -1,251 +1,24 @@
 //! End-to-end tests of the `hightower` binary: every test runs the real
 //! executable in its own temporary data directory and checks exit codes,
 //! stdout and stderr exactly where the output is part of the contract.
-//!
-//! No test can hang: stdin is `/dev/null` unless a test supplies bytes (then
-//! it is a pipe that is closed once they are written), stdout and stderr are
-//! drained on threads, and every child is killed after [`TIMEOUT`].
+//! The harness (no run can hang) is tests/common/cli.rs, shared with
+//! tests/auth_cli.rs.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
+#[path = "common/cli.rs"]
+mod harness;
+use harness::{CORRUPT, LOCKED, NOT_FOUND, OK, OUTPUT, Output, Run, Store, USAGE};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hightower");
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-// The documented, stable exit codes (host/src/main.rs, README).
-const OK: i32 = 0;
-const NOT_FOUND: i32 = 1;
-const USAGE: i32 = 2;
-const LOCKED: i32 = 3;
-const CORRUPT: i32 = 4;
 // Exit 5 (other I/O errors) has no portable trigger as root; it is not tested here.
 
-/// Environment variables the binary reads; cleared so a developer's shell
-/// cannot change what a test sees.
-const CLEARED_ENV: [&str; 3] = ["HIGHTOWER_DATA_DIR", "HIGHTOWER_LOG", "RUST_LOG"];
-
-// ---------------------------------------------------------------------------
-// Harness
-// ---------------------------------------------------------------------------
-
-/// What one run of the binary produced.
-struct Output {
-    cmdline: String,
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Output {
-    fn stdout_text(&self) -> String {
-        String::from_utf8(self.stdout.clone())
-            .unwrap_or_else(|_| panic!("{}: stdout is not UTF-8: {:?}", self.cmdline, self.stdout))
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "`{}` exited {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.cmdline,
-            self.code,
-            String::from_utf8_lossy(&self.stdout),
-            self.stderr
-        )
-    }
-
-    /// Asserts the exit code only.
-    #[track_caller]
-    fn code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "wrong exit code\n{}", self.describe());
-        self
-    }
-
-    /// Asserts the exit code, the exact stdout and the exact stderr.
-    #[track_caller]
-    fn exactly(&self, code: i32, stdout: &[u8], stderr: &str) -> &Self {
-        self.code(code);
-        assert_eq!(
-            self.stdout,
-            stdout,
-            "wrong stdout (expected {:?})\n{}",
-            String::from_utf8_lossy(stdout),
-            self.describe()
-        );
-        assert_eq!(self.stderr, stderr, "wrong stderr\n{}", self.describe());
-        self
-    }
-
-    /// Asserts a failure: the exit code, nothing on stdout, and stderr
-    /// containing every one of `needles`.
-    #[track_caller]
-    fn fails(&self, code: i32, needles: &[&str]) -> &Self {
-        self.code(code);
-        assert!(
-            self.stdout.is_empty(),
-            "a failure must print nothing on stdout\n{}",
-            self.describe()
-        );
-        for needle in needles {
-            assert!(
-                self.stderr.contains(needle),
-                "stderr lacks {needle:?}\n{}",
-                self.describe()
-            );
-        }
-        self
-    }
-}
-
-/// One invocation of the binary, built up like a `Command`.
-struct Run {
-    command: Command,
-    args: Vec<OsString>,
-    stdin: Option<Vec<u8>>,
-}
-
-impl Run {
-    /// Runs in `cwd` (so the default `./hightower-data` lands in a temp dir).
-    fn new(cwd: &Path) -> Self {
-        let mut command = Command::new(BIN);
-        command.current_dir(cwd);
-        for var in CLEARED_ENV {
-            command.env_remove(var);
-        }
-        Run {
-            command,
-            args: Vec::new(),
-            stdin: None,
-        }
-    }
-
-    fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.args.push(arg.as_ref().to_os_string());
-        self
-    }
-
-    fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
-        for arg in args {
-            self = self.arg(arg);
-        }
-        self
-    }
-
-    fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
-        self.command.env(key, value);
-        self
-    }
-
-    /// Feeds `bytes` on stdin, then closes it.
-    fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(bytes.into());
-        self
-    }
-
-    fn run(mut self) -> Output {
-        let cmdline = std::iter::once(OsStr::new("hightower"))
-            .chain(self.args.iter().map(OsString::as_os_str))
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut child = self
-            .command
-            .args(&self.args)
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("spawn {BIN}: {err}"));
-        let feeder = self.stdin.take().map(|bytes| {
-            let mut pipe = child.stdin.take().expect("piped stdin");
-            // Dropping `pipe` at the end of the thread closes stdin. An error
-            // (the child exited without reading) is the child's business.
-            thread::spawn(move || {
-                let _ = pipe.write_all(&bytes);
-            })
-        });
-        let drain = |mut source: Box<dyn Read + Send>| {
-            thread::spawn(move || {
-                let mut bytes = Vec::new();
-                source.read_to_end(&mut bytes).expect("read child output");
-                bytes
-            })
-        };
-        let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-        let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for hightower") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("`{cmdline}` did not finish within {TIMEOUT:?}; killed it");
-            }
-            thread::sleep(Duration::from_millis(1));
-        };
-        if let Some(feeder) = feeder {
-            feeder.join().expect("stdin feeder");
-        }
-        let stdout = stdout.join().expect("stdout reader");
-        let stderr = stderr.join().expect("stderr reader");
-        let code = status
-            .code()
-            .unwrap_or_else(|| panic!("`{cmdline}` was killed by a signal: {status:?}"));
-        Output {
-            cmdline,
-            code,
-            stdout,
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
-    }
-}
-
-/// A temporary directory with a data directory path inside it (not yet
-/// created: the first command that opens the store creates it).
-struct Store {
-    tmp: TempDir,
-    data: PathBuf,
-}
-
 impl Store {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let data = tmp.path().join("data");
-        Store { tmp, data }
-    }
-
-    /// A run with no `--data-dir`, in the temp directory.
-    fn bare(&self) -> Run {
-        Run::new(self.tmp.path())
-    }
-
-    /// A run with `--data-dir DATA`.
-    fn cli(&self) -> Run {
-        self.bare().arg("--data-dir").arg(&self.data)
-    }
-
-    /// `hightower --data-dir DATA ARGS...`
-    fn run<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
-        self.cli().args(args).run()
-    }
-
     /// Writes a TOML config file into the temp directory; returns its path.
     fn config(&self, name: &str, toml: &str) -> PathBuf {
-        let path = self.tmp.path().join(name);
-        std::fs::write(&path, toml).expect("write config file");
-        path
+        self.file(name, toml)
     }
 
     /// `hightower --config FILE --data-dir DATA ARGS...`
@@ -375,7 +148,7 @@ fn put_prints_the_version_and_get_prints_the_raw_value() {
 }
 
 #[test]
-fn put_dash_reads_a_binary_value_from_stdin_byte_exact() {
+fn put_value_file_dash_reads_a_binary_value_from_stdin_byte_exact() {
     let store = Store::new();
     // Every byte value, NUL and 0xFF included, and more than a pipe buffer
     // holds, so the binary must really read stdin to the end.
@@ -385,7 +158,7 @@ fn put_dash_reads_a_binary_value_from_stdin_byte_exact() {
     assert!(value.len() > 256 << 10);
     store
         .cli()
-        .args(["put", "blob", "-"])
+        .args(["put", "blob", "--value-file", "-"])
         .stdin(value.clone())
         .run()
         .exactly(OK, b"1\n", "");
@@ -395,7 +168,7 @@ fn put_dash_reads_a_binary_value_from_stdin_byte_exact() {
     let small = b"\0\xff\0\xfe\x00".to_vec();
     store
         .cli()
-        .args(["put", "small", "-"])
+        .args(["put", "small", "--value-file", "-"])
         .stdin(small.clone())
         .run()
         .exactly(OK, b"2\n", "");
@@ -404,13 +177,31 @@ fn put_dash_reads_a_binary_value_from_stdin_byte_exact() {
     // Closed stdin without bytes stores an empty value, which is not "absent".
     store
         .cli()
-        .args(["put", "empty", "-"])
+        .args(["put", "empty", "--value-file", "-"])
         .stdin(Vec::new())
         .run()
         .exactly(OK, b"3\n", "");
     store
         .run(["get", "--show-version", "empty"])
         .exactly(OK, b"", "version 3\n");
+
+    // VALUE `-` is the one-byte value `-`; a file is read like stdin.
+    store.run(["put", "dash", "-"]).exactly(OK, b"4\n", "");
+    store.run(["get", "dash"]).exactly(OK, b"-", "");
+    let file = store.file("value.bin", &small);
+    store
+        .cli()
+        .args(["put", "from-file", "--value-file"])
+        .arg(&file)
+        .run()
+        .exactly(OK, b"5\n", "");
+    store.run(["get", "from-file"]).exactly(OK, &small, "");
+    store
+        .run(["put", "both", "v", "--value-file", "-"])
+        .fails(USAGE, &["cannot be used with"]);
+    store
+        .run(["put", "neither"])
+        .fails(USAGE, &["--value-file"]);
 }
 
 #[test]
@@ -463,8 +254,8 @@ fn empty_key_is_bad_input_for_put_and_delete() {
         .exactly(USAGE, b"", "hightower: key is empty\n");
     store
         .cli()
-        .args(["put", "", "-"])
-        .stdin(b"value".to_vec())
+        .args(["put", "", "--value-file", "-"])
+        .stdin(b"value")
         .run()
         .exactly(USAGE, b"", "hightower: key is empty\n");
     store
@@ -500,18 +291,32 @@ fn oversized_key_and_value_exit_2_naming_the_limit() {
         b"",
         "hightower: value is 17 bytes, over the limit of 16 bytes (max_value_bytes)\n",
     );
-    // The same through stdin.
+    // The same through stdin, which is read no further than the limit and
+    // one byte: an endless stdin ends with the same error.
+    for stdin in [Some(vec![0xffu8; 1000]), None] {
+        let run = store
+            .cli()
+            .arg("--config")
+            .arg(&config)
+            .args(["put", "k", "--value-file", "-"]);
+        let run = match stdin {
+            Some(bytes) => run.stdin(bytes),
+            None => run.stdin_file("/dev/zero"),
+        };
+        run.run().exactly(
+            USAGE,
+            b"",
+            "hightower: value on stdin is longer than the limit of 16 bytes (max_value_bytes)\n",
+        );
+    }
     store
         .cli()
-        .arg("--config")
-        .arg(&config)
-        .args(["put", "k", "-"])
-        .stdin(vec![0xffu8; 1000])
+        .args(["put", "k", "--value-file", "/dev/zero"])
         .run()
         .exactly(
             USAGE,
             b"",
-            "hightower: value is 1000 bytes, over the limit of 16 bytes (max_value_bytes)\n",
+            "hightower: value /dev/zero is longer than the limit of 16777216 bytes (max_value_bytes)\n",
         );
     store.run_with(&config, ["put", "123456789", "v"]).exactly(
         USAGE,
@@ -623,7 +428,7 @@ fn stats_human_and_json() {
     let human = store.run(["stats"]);
     human.code(OK);
     assert_eq!(human.stderr, "", "{}", human.describe());
-    let lines = stats_lines(&human.stdout_text());
+    let lines = stats_lines(human.stdout_text());
     let expect = |label: &str, value: &str| {
         assert_eq!(
             lines.get(label).map(String::as_str),
@@ -645,6 +450,9 @@ fn stats_human_and_json() {
         "this process",
         "0 puts, 0 deletes, 0 batches, 0 gets, 0 fsyncs",
     );
+    // The latencies the JSON has are shown too (none in this process).
+    expect("commit latency", "no samples (this process)");
+    expect("fsync latency", "no samples (this process)");
     for label in ["disk bytes", "live bytes", "index memory bytes"] {
         let value = &lines[label];
         assert!(value.parse::<u64>().is_ok(), "{label}: {value:?}");
@@ -752,7 +560,7 @@ fn config_file_sets_sync_mode_and_data_dir() {
     with_config().args(["get", "k"]).run().exactly(OK, b"v", "");
     let human = with_config().arg("stats").run();
     human.code(OK);
-    let lines = stats_lines(&human.stdout_text());
+    let lines = stats_lines(human.stdout_text());
     assert_eq!(lines["sync mode"], "os", "{}", human.describe());
     assert_eq!(lines["data directory"], store.data.to_str().unwrap());
     let stats = json(with_config().args(["stats", "--json"]).run().code(OK));
@@ -847,6 +655,35 @@ fn out_of_range_or_mistyped_config_values_exit_2_naming_the_field() {
             "sync_interval_ms",
         ),
         ("data_dir = ''", "data_dir"),
+        // Every size and period has a ceiling (the first aborted on an
+        // allocation failure, the second panicked).
+        (
+            "index_initial_capacity = 99999999999999",
+            "index_initial_capacity",
+        ),
+        (
+            "index_initial_capacity = 9223372036854775807",
+            "index_initial_capacity",
+        ),
+        ("sync_interval_ms = 9223372036854775807", "sync_interval_ms"),
+        (
+            "maintenance_interval_ms = 99999999999999",
+            "maintenance_interval_ms",
+        ),
+        ("preallocate_bytes = 99999999999999", "preallocate_bytes"),
+        (
+            "max_commit_group_bytes = 9223372036854775807",
+            "max_commit_group_bytes",
+        ),
+        ("max_batch_ops = 4294967295", "max_batch_ops"),
+        (
+            "hot_index_max_entries = 9223372036854775807",
+            "hot_index_max_entries",
+        ),
+        (
+            "hot_index_max_bytes = 9223372036854775807",
+            "hot_index_max_bytes",
+        ),
     ];
     for (toml, field) in cases {
         let config = store.config("range.toml", &format!("{toml}\n"));
@@ -864,6 +701,12 @@ fn out_of_range_or_mistyped_config_values_exit_2_naming_the_field() {
         ("recovery = \"yolo\"", "recovery", "yolo"),
         ("max_value_bytes = \"big\"", "max_value_bytes", "big"),
         ("max_value_bytes = -1", "max_value_bytes", "-1"),
+        // Beyond TOML's integers: named by the key of its line.
+        (
+            "index_initial_capacity = 18446744073709551615",
+            "index_initial_capacity",
+            "(line 1)",
+        ),
     ];
     for (toml, field, bad) in cases {
         let config = store.config("type.toml", &format!("{toml}\n"));
@@ -1443,6 +1286,107 @@ fn snapshot_create_and_restore_round_trip() {
     );
 }
 
+/// `FILE.partial` left by a killed `snapshot create` is taken over (it
+/// failed every later create before); one being written by a running
+/// create is not (exit 3); a file of that name that is not a partial
+/// snapshot is left alone (exit 2). The image is private (0600).
+#[test]
+fn snapshot_create_takes_over_a_stale_partial_file_and_only_that() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = Store::new();
+    store.run(["put", "k", "v"]).code(OK);
+    let file = store.tmp.path().join("backup.snap");
+    let partial = store.tmp.path().join("backup.snap.partial");
+    let create = || store.cli().args(["snapshot", "create"]).arg(&file).run();
+
+    // Held by a running create (here: this test holds its lock).
+    std::fs::write(&partial, b"HTKVSNAP\x01").unwrap();
+    let held = std::fs::File::open(&partial).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    create().fails(
+        LOCKED,
+        &[&format!(
+            "{} is being written by another snapshot create",
+            partial.display()
+        )],
+    );
+    assert!(!file.exists());
+    // Its process died (the lock went with it): taken over.
+    drop(held);
+    let out = create();
+    assert!(
+        out.ok().contains("1 keys at log index 1"),
+        "{}",
+        out.describe()
+    );
+    assert!(!partial.exists());
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // An empty partial (killed before its first write) is ours too.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&partial, b"").unwrap();
+    create().code(OK);
+
+    // Not a partial snapshot: not ours, not touched.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&partial, b"someone's notes").unwrap();
+    create().fails(
+        USAGE,
+        &["is not a partial snapshot; remove it or choose another name"],
+    );
+    assert_eq!(std::fs::read(&partial).unwrap(), b"someone's notes");
+    assert!(!file.exists());
+}
+
+/// `snapshot create -` streams the image to stdout (not to a file named
+/// `-`); `snapshot restore -` reads it from stdin.
+#[test]
+fn snapshots_stream_through_stdout_and_stdin() {
+    let store = Store::new();
+    for (key, value) in [("a", "1"), ("b", "2")] {
+        store.run(["put", key, value]).code(OK);
+    }
+    let out = store.run(["snapshot", "create", "-"]);
+    out.code(OK);
+    assert!(out.stdout.starts_with(b"HTKVSNAP"), "{}", out.describe());
+    assert_eq!(
+        out.stderr,
+        format!(
+            "snapshot to stdout: 2 keys at log index 2, {} bytes\n",
+            out.stdout.len()
+        )
+    );
+    assert!(!store.tmp.path().join("-").exists());
+    let target = store.tmp.path().join("from-stdin");
+    let restore = |dir: &Path, image: &[u8]| {
+        store
+            .bare()
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["snapshot", "restore", "-"])
+            .stdin(image)
+            .run()
+    };
+    restore(&target, &out.stdout).exactly(OK, b"restored 2 keys at log index 2\n", "");
+    store
+        .bare()
+        .arg("--data-dir")
+        .arg(&target)
+        .args(["get", "b"])
+        .run()
+        .exactly(OK, b"2", "");
+    // A full stdout is an output error; a truncated image is refused.
+    store
+        .cli()
+        .args(["snapshot", "create", "-"])
+        .stdout_file("/dev/full")
+        .run()
+        .fails(OUTPUT, &["cannot write to stdout: No space left on device"]);
+    let elsewhere = store.tmp.path().join("truncated");
+    restore(&elsewhere, &out.stdout[..out.stdout.len() - 3]).code(CORRUPT);
+    assert!(!elsewhere.exists());
+}
+
 // ---------------------------------------------------------------------------
 // compact, inspect
 // ---------------------------------------------------------------------------
@@ -1494,7 +1438,8 @@ fn compact_and_inspect_show_and_reclaim_dead_space() {
                 && s["bloom_filter_bytes"].as_u64().unwrap() > 0),
         "sealed segments have metadata: {before}"
     );
-    let table = store.run_with(&config, ["inspect"]).code(OK).stdout_text();
+    let table = store.run_with(&config, ["inspect"]);
+    let table = table.ok();
     assert!(table.starts_with("segment "), "{table}");
     assert!(
         table.contains(" sealed\n") && table.contains(" active\n"),
@@ -1544,10 +1489,8 @@ fn compact_and_inspect_show_and_reclaim_dead_space() {
             .all(|r| r["kind"] == "put" || r["kind"] == "marker"),
         "{records:?}"
     );
-    let listing = store
-        .run_with(&config, ["inspect", "segment", &id])
-        .code(OK)
-        .stdout_text();
+    let listing = store.run_with(&config, ["inspect", "segment", &id]);
+    let listing = listing.ok();
     assert!(
         listing.contains(" put ") && listing.contains("record(s)"),
         "{listing}"
@@ -1576,4 +1519,100 @@ fn compact_seals_the_active_segment_and_an_empty_store_has_nothing_to_compact() 
     // Compacting a compacted store again changes nothing a reader sees.
     store.run(["compact"]).code(OK);
     store.run(["get", "k"]).exactly(OK, b"w", "");
+}
+
+/// `inspect segment ID --json` shows keys as strings: as they are when
+/// UTF-8, else in `key_base64` (standard base64), never arrays of numbers.
+#[test]
+fn inspect_json_shows_keys_as_strings() {
+    let store = Store::new();
+    store.run(["put", "app/ключ", "v"]).code(OK);
+    store
+        .cli()
+        .arg("put")
+        .arg(os(b"bin\xff\x01"))
+        .arg("v")
+        .run()
+        .code(OK);
+    let records = json(store.run(["inspect", "segment", "1", "--json"]).code(OK));
+    let records = records.as_array().unwrap();
+    let puts: Vec<_> = records.iter().filter(|r| r["kind"] == "put").collect();
+    assert_eq!(puts.len(), 2, "{records:?}");
+    assert_eq!(puts[0]["key"], "app/ключ");
+    assert!(puts[0].get("key_base64").is_none(), "{:?}", puts[0]);
+    assert_eq!(puts[1]["key_base64"], "Ymlu/wE=");
+    assert!(puts[1].get("key").is_none(), "{:?}", puts[1]);
+}
+
+// ---------------------------------------------------------------------------
+// A full or closed stdout, endless input
+// ---------------------------------------------------------------------------
+
+/// A full stdout ends with exit 9 and one line naming the problem (and what
+/// was done: the value is stored), never a panic; a closed pipe ends
+/// quietly with exit 9, as Unix tools end.
+#[test]
+fn a_full_or_closed_stdout_is_exit_9_never_a_panic() {
+    let store = Store::new();
+    store
+        .cli()
+        .args(["put", "k", "v"])
+        .stdout_file("/dev/full")
+        .run()
+        .exactly(
+            OUTPUT,
+            b"",
+            "hightower: cannot write to stdout: No space left on device (os error 28) \
+             (the command itself succeeded: stored as version 1)\n",
+        );
+    store.run(["get", "k"]).exactly(OK, b"v", "");
+    for args in [
+        &["stats"][..],
+        &["stats", "--json"],
+        &["get", "k"],
+        &["inspect"],
+        &["inspect", "segment", "1", "--json"],
+        &["verify"],
+        &["compact"],
+    ] {
+        let out = store.cli().args(args).stdout_file("/dev/full").run();
+        out.code(OUTPUT);
+        assert!(
+            out.stderr
+                .starts_with("hightower: cannot write to stdout: No space left on device")
+                && out.stderr.lines().count() == 1,
+            "{}",
+            out.describe()
+        );
+    }
+    // A pipe without a reader fails every write, however small.
+    for args in [
+        &["inspect", "--json"][..],
+        &["stats"],
+        &["get", "k"],
+        &["put", "k2", "v2"],
+    ] {
+        store
+            .cli()
+            .args(args)
+            .stdout_closed()
+            .run()
+            .exactly(OUTPUT, b"", "");
+    }
+    store.run(["get", "k2"]).exactly(OK, b"v2", "");
+}
+
+/// Files named on the command line are read no further than their limit.
+#[test]
+fn an_endless_config_file_is_refused_naming_the_limit() {
+    let store = Store::new();
+    store
+        .cli()
+        .args(["--config", "/dev/zero", "stats"])
+        .run()
+        .fails(
+            USAGE,
+            &["--config: config file /dev/zero is longer than the limit of 1048576 bytes (1 MiB)"],
+        );
+    assert!(!store.data.exists());
 }

@@ -137,6 +137,9 @@ impl Store {
         let dir = tmp.path().join("data");
         let wasm_cache = dir.join("wasm-cache");
         fs::create_dir_all(&wasm_cache).unwrap();
+        // As private as the store makes it, so opening it warns of nothing.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
         let compiled = cache().join("compiled").join(example);
         if let Ok(entries) = fs::read_dir(&compiled) {
             for entry in entries {

@@ -1,5 +1,7 @@
 //! `hightower run`: a WASI command component with the store, its stdout,
-//! stderr and exit status passed through.
+//! stderr and exit status passed through. The component's own statuses are
+//! 0..=125 (higher ones are reported as 125), hightower's own outcomes 128 +
+//! the CLI's code (host/cli/src/run_cli.rs), so the two never meet.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -59,6 +61,21 @@ fn run_passes_arguments_output_and_exit_status_through() {
     );
     let (code, _, _) = run(dir, &["exit", "42"]);
     assert_eq!(code, 42);
+    // A component's 6 is its own, not a sandbox stop (issue 17); statuses
+    // above 125 are hightower's, so a component's are reported as 125.
+    let (code, _, stderr) = run(dir, &["exit", "6"]);
+    assert_eq!((code, stderr.as_str()), (6, ""));
+    for status in ["126", "134", "255"] {
+        let (code, _, stderr) = run(dir, &["exit", status]);
+        assert_eq!(code, 125);
+        assert_eq!(
+            stderr,
+            format!(
+                "hightower: the component exited with status {status}, reported as 125 \
+                 (statuses above it are hightower's)\n"
+            )
+        );
+    }
     let (code, _, stderr) = run(dir, &["bogus"]);
     assert_eq!(code, 2);
     assert!(stderr.starts_with("usage: kv-cli"), "{stderr}");
@@ -77,7 +94,7 @@ fn run_passes_arguments_output_and_exit_status_through() {
 }
 
 #[test]
-fn a_command_that_runs_too_long_is_stopped_with_status_6() {
+fn a_command_that_runs_too_long_is_stopped_with_status_134() {
     let tmp = tempfile::tempdir().unwrap();
     let out = hightower(
         tmp.path(),
@@ -91,7 +108,7 @@ fn a_command_that_runs_too_long_is_stopped_with_status_6() {
             "spin",
         ],
     );
-    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(out.status.code(), Some(134));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("stopped after its time limit of 200 ms"),
@@ -104,16 +121,32 @@ fn run_refuses_bad_namespaces_and_non_commands() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let out = hightower(dir, &["run", KV_CLI, "--namespace", "app", "list"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(130));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("must end with '/'"), "{stderr}");
 
     let out = hightower(dir, &["run", KV_CLI, "list"]);
-    assert_eq!(out.status.code(), Some(2), "--namespace is required");
+    assert_eq!(out.status.code(), Some(130), "--namespace is required");
+    let out = hightower(
+        dir,
+        &["run", KV_CLI, "--namespace", "app/", "--timeout-ms", "x"],
+    );
+    assert_eq!(out.status.code(), Some(130), "a bad flag of run");
+    let out = hightower(dir, &["run", "/nonexistent.wasm", "--namespace", "app/"]);
+    assert_eq!(out.status.code(), Some(133));
+    let out = hightower(dir, &["run", "/dev/zero", "--namespace", "app/"]);
+    assert_eq!(out.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("component /dev/zero is longer than the limit of 268435456 bytes"),
+        "{stderr}"
+    );
+    // Other commands keep their codes.
+    assert_eq!(hightower(dir, &["get"]).status.code(), Some(2));
 
     // A library component exports no wasi:cli/run.
     let out = hightower(dir, &["run", PANICKY, "--namespace", "app/"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(130));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("cannot be linked or instantiated"),

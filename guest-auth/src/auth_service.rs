@@ -11,79 +11,13 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth_types::*;
-use crate::crypto::{CryptoError, EnvelopeEncryptor, HasherConfig, Kek, SecretHasher, hasher_for};
+use crate::crypto::{EnvelopeEncryptor, HasherConfig, Kek, SecretHasher, hasher_for};
+use crate::environment::{Clock, Random};
+pub use crate::error::AuthError;
 use crate::id_generator;
-
-/// A stored value with its version.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub value: Vec<u8>,
-    pub version: u64,
-}
-
-#[derive(Clone, Debug)]
-pub enum Condition {
-    Absent(Vec<u8>),
-    VersionIs(Vec<u8>, u64),
-}
-
-#[derive(Clone, Debug)]
-pub enum Op {
-    Set(Vec<u8>, Vec<u8>),
-    Delete(Vec<u8>),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreError {
-    /// A batch condition failed for this key; nothing was written.
-    ConditionFailed(Vec<u8>),
-    Other(String),
-}
-
-/// The slice of `hightower:kv/store` the service uses (keys are relative to
-/// the `auth/` namespace).
-pub trait KvStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Entry>, StoreError>;
-    /// Keys under `prefix` after `cursor`, at most `page` of them, and the
-    /// cursor of the next page.
-    #[allow(clippy::type_complexity)]
-    fn list_keys(
-        &self,
-        prefix: &[u8],
-        cursor: Option<&[u8]>,
-        page: u32,
-    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), StoreError>;
-    /// Atomic: all of `ops` if every condition holds, else nothing.
-    fn batch(&self, conditions: &[Condition], ops: &[Op]) -> Result<(), StoreError>;
-}
-
-/// Cryptographically secure randomness.
-pub trait Random {
-    fn fill(&self, buf: &mut [u8]);
-}
-
-/// Seconds since the Unix epoch.
-pub trait Clock {
-    fn now(&self) -> u64;
-}
-
-/// The OS's randomness (`wasi:random` inside the component).
-pub struct SystemRandom;
-impl Random for SystemRandom {
-    fn fill(&self, buf: &mut [u8]) {
-        getrandom::fill(buf).expect("the system's random source failed");
-    }
-}
-
-pub struct SystemClock;
-impl Clock for SystemClock {
-    fn now(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    }
-}
+use crate::kek_usage::{self, KekChecks};
+use crate::scopes::scopes_error;
+pub use crate::store::{Condition, Entry, KvStore, Op, StoreError};
 
 /// What the host passes in: hashing parameters and the key-encryption keys.
 #[derive(Clone, Debug)]
@@ -96,63 +30,24 @@ pub struct ServiceConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthError {
-    InvalidUsername(String),
-    InvalidPassword(String),
-    UsernameTaken,
-    /// Unknown user or wrong password: deliberately the same error.
-    InvalidCredentials,
-    UserNotFound,
-    KeyNotFound,
-    /// Malformed, unknown, wrong, expired or revoked token: one error.
-    InvalidToken,
-    InvalidArgument(String),
-    /// Concurrent changes kept conflicting; retry.
-    Conflict,
-    Crypto(String),
-    Storage(String),
-}
-
-impl std::fmt::Display for AuthError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AuthError::InvalidUsername(m) => write!(f, "invalid username: {m}"),
-            AuthError::InvalidPassword(m) => write!(f, "invalid password: {m}"),
-            AuthError::UsernameTaken => f.write_str("username taken"),
-            AuthError::InvalidCredentials => f.write_str("invalid username or password"),
-            AuthError::UserNotFound => f.write_str("user not found"),
-            AuthError::KeyNotFound => f.write_str("API key not found"),
-            AuthError::InvalidToken => f.write_str("invalid API key"),
-            AuthError::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
-            AuthError::Conflict => f.write_str("too many concurrent changes; retry"),
-            AuthError::Crypto(m) => write!(f, "crypto error: {m}"),
-            AuthError::Storage(m) => write!(f, "storage error: {m}"),
-        }
-    }
-}
-
-impl From<StoreError> for AuthError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::ConditionFailed(_) => AuthError::Conflict,
-            StoreError::Other(m) => AuthError::Storage(m),
-        }
-    }
-}
-
-impl From<CryptoError> for AuthError {
-    fn from(e: CryptoError) -> Self {
-        AuthError::Crypto(e.to_string())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
     pub id: String,
     pub username: String,
     pub created_at: u64,
     pub updated_at: u64,
     pub metadata: Option<Vec<u8>>,
+    pub scopes: Vec<String>,
+}
+
+/// A change of a user's scopes, applied atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeChange {
+    /// Exactly these (no duplicates).
+    Set(Vec<String>),
+    /// These too (those the user has already stay once).
+    Add(Vec<String>),
+    /// Not these (those the user does not have are ignored).
+    Remove(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +85,7 @@ pub struct AuthService<S, R, C> {
     clock: C,
     hasher: Box<dyn SecretHasher>,
     encryptor: EnvelopeEncryptor,
+    kek_checks: KekChecks,
     /// A hash of a random password with the current parameters, verified
     /// when the user does not exist so that both failures cost the same.
     dummy_hash: OnceLock<String>,
@@ -197,7 +93,9 @@ pub struct AuthService<S, R, C> {
 
 impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
     pub fn new(store: S, rng: R, clock: C, config: &ServiceConfig) -> Result<Self, AuthError> {
-        let hasher = hasher_for(config.hasher)?;
+        // Bad parameters are the caller's: below the floor, for example.
+        let hasher =
+            hasher_for(config.hasher).map_err(|e| AuthError::InvalidArgument(e.to_string()))?;
         Self::with_hasher(store, rng, clock, hasher, config)
     }
 
@@ -216,12 +114,20 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
             clock,
             hasher,
             encryptor: EnvelopeEncryptor::new(&config.keks, config.current_kek)?,
+            kek_checks: KekChecks::new(&config.keks, config.current_kek),
             dummy_hash: OnceLock::new(),
         })
     }
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Fails unless every key-encryption key the stored metadata needs is
+    /// configured (see `kek_usage`). The component calls it before every
+    /// operation.
+    pub fn check_keks(&self) -> Result<(), AuthError> {
+        kek_usage::verify(&self.store, &self.kek_checks, &self.encryptor)
     }
 
     /// Builds the dummy hash now instead of on the first unknown user.
@@ -262,14 +168,31 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         normalize_username(username).map_err(|e| AuthError::InvalidUsername(e.to_string()))
     }
 
-    fn get_user_record(&self, id: &str) -> Result<Option<(UserRecord, u64)>, AuthError> {
-        match self.store.get(&user_key(id))? {
+    /// The record stored under `key`, decoded, with its version.
+    fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<(T, u64)>, AuthError> {
+        match self.store.get(key)? {
             None => Ok(None),
             Some(e) => Ok(Some((
                 from_bytes(&e.value).map_err(AuthError::Storage)?,
                 e.version,
             ))),
         }
+    }
+
+    fn get_user_record(&self, id: &str) -> Result<Option<(UserRecord, u64)>, AuthError> {
+        self.record(&user_key(id))
+    }
+
+    /// An API key's record and version; `missing` if there is none.
+    fn key_record(
+        &self,
+        key_id: &str,
+        missing: AuthError,
+    ) -> Result<(ApiKeyRecord, u64), AuthError> {
+        self.record(&apikey_key(key_id))?.ok_or(missing)
     }
 
     fn user_by_name(&self, normalized: &str) -> Result<Option<(UserRecord, u64)>, AuthError> {
@@ -292,6 +215,7 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
             created_at: r.created_at,
             updated_at: r.updated_at,
             metadata,
+            scopes: r.scopes.clone(),
         })
     }
 
@@ -303,9 +227,11 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         username: &str,
         password: &str,
         metadata: Option<&[u8]>,
+        scopes: &[String],
     ) -> Result<UserInfo, AuthError> {
         let normalized = Self::normalize(username)?;
         self.check_password(password)?;
+        check_scopes(scopes)?;
         if metadata.is_some_and(|m| m.len() > MAX_METADATA_BYTES) {
             return Err(AuthError::InvalidArgument(format!(
                 "metadata longer than {MAX_METADATA_BYTES} bytes"
@@ -315,6 +241,14 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         if self.store.get(&name_key(&normalized))?.is_some() {
             return Err(AuthError::UsernameTaken);
         }
+        // Encrypting: the key used must be the one `kek_ids` records.
+        let record_kek = match metadata {
+            Some(_) => {
+                self.check_keks()?;
+                kek_usage::record_current(&self.store, &self.kek_checks)?
+            }
+            None => None,
+        };
         let password_hash = self.hash_password(password.as_bytes())?;
         let id = id_generator::user_id(&self.rng);
         let now = self.clock.now();
@@ -326,17 +260,22 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
             password_hash,
             created_at: now,
             updated_at: now,
+            scopes: scopes.to_vec(),
         };
-        let conditions = [
+        let mut conditions = vec![
             Condition::Absent(name_key(&normalized)),
             Condition::Absent(user_key(&id)),
             Condition::Absent(user_keys_key(&id)),
         ];
-        let ops = [
+        let mut ops = vec![
             Op::Set(user_key(&id), to_bytes(&record)),
             Op::Set(name_key(&normalized), id.clone().into_bytes()),
             Op::Set(user_keys_key(&id), to_bytes(&UserKeys::default())),
         ];
+        if let Some((condition, op)) = record_kek {
+            conditions.push(condition);
+            ops.push(op);
+        }
         match self.store.batch(&conditions, &ops) {
             Ok(()) => self.info(&record, false),
             Err(StoreError::ConditionFailed(k)) if k == name_key(&normalized) => {
@@ -455,6 +394,52 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         Err(AuthError::Conflict)
     }
 
+    /// Changes a user's scopes in one conditional write (retried on a
+    /// concurrent change); returns the user as it is now.
+    pub fn update_user_scopes(
+        &self,
+        user_id: &str,
+        change: &ScopeChange,
+    ) -> Result<UserInfo, AuthError> {
+        let given = match change {
+            ScopeChange::Set(s) | ScopeChange::Add(s) | ScopeChange::Remove(s) => s,
+        };
+        check_scopes(given)?;
+        for _ in 0..RETRIES {
+            let (mut record, version) = self
+                .get_user_record(user_id)?
+                .ok_or(AuthError::UserNotFound)?;
+            let scopes = match change {
+                ScopeChange::Set(set) => set.clone(),
+                ScopeChange::Add(add) => {
+                    let mut scopes = record.scopes.clone();
+                    scopes.extend(add.iter().filter(|s| !record.scopes.contains(s)).cloned());
+                    scopes
+                }
+                ScopeChange::Remove(remove) => {
+                    let mut scopes = record.scopes.clone();
+                    scopes.retain(|s| !remove.contains(s));
+                    scopes
+                }
+            };
+            check_scopes(&scopes)?;
+            if scopes == record.scopes {
+                return self.info(&record, false);
+            }
+            record.scopes = scopes;
+            record.updated_at = self.clock.now();
+            match self.store.batch(
+                &[Condition::VersionIs(user_key(user_id), version)],
+                &[Op::Set(user_key(user_id), to_bytes(&record))],
+            ) {
+                Ok(()) => return self.info(&record, false),
+                Err(StoreError::ConditionFailed(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AuthError::Conflict)
+    }
+
     /// Users in id order, `limit` (1..=1000) per page, after `cursor` (the
     /// `next_cursor` of the previous page).
     pub fn list_users(&self, cursor: Option<&str>, limit: u32) -> Result<UserPage, AuthError> {
@@ -489,17 +474,7 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
                 "key name longer than {MAX_KEY_NAME_BYTES} bytes or with control characters"
             )));
         }
-        if scopes.len() > MAX_SCOPES
-            || scopes.iter().any(|s| {
-                s.is_empty()
-                    || s.len() > MAX_SCOPE_BYTES
-                    || s.chars().any(|c| c.is_control() || c.is_whitespace())
-            })
-        {
-            return Err(AuthError::InvalidArgument(format!(
-                "at most {MAX_SCOPES} scopes of 1 to {MAX_SCOPE_BYTES} bytes without spaces"
-            )));
-        }
+        check_scopes(scopes)?;
         let now = self.clock.now();
         if expires_at.is_some_and(|t| t <= now) {
             return Err(AuthError::InvalidArgument("expiry is in the past".into()));
@@ -510,11 +485,7 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
                 .get(&user_keys_key(user_id))?
                 .ok_or(AuthError::UserNotFound)?;
             let mut keys: UserKeys = from_bytes(&entry.value).map_err(AuthError::Storage)?;
-            if keys.key_ids.len() >= MAX_KEYS_PER_USER {
-                return Err(AuthError::InvalidArgument(format!(
-                    "a user has at most {MAX_KEYS_PER_USER} API keys"
-                )));
-            }
+            self.check_room_for_a_key(&keys, now)?;
             let key_id = id_generator::key_id(&self.rng);
             let (secret, token) = id_generator::new_token(&self.rng, &key_id);
             let record = ApiKeyRecord {
@@ -547,21 +518,42 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         Err(AuthError::Conflict)
     }
 
+    /// Refuses a new key when the user has [`MAX_LIVE_KEYS_PER_USER`] live
+    /// keys (revoked and expired ones do not count), or keeps
+    /// [`MAX_STORED_KEYS_PER_USER`] in all. Reads every key record of the
+    /// user: at most a thousand small reads, once per key created.
+    fn check_room_for_a_key(&self, keys: &UserKeys, now: u64) -> Result<(), AuthError> {
+        if keys.key_ids.len() >= MAX_STORED_KEYS_PER_USER {
+            return Err(AuthError::InvalidArgument(format!(
+                "a user keeps at most {MAX_STORED_KEYS_PER_USER} API keys, revoked and expired \
+                 ones included; delete some (delete-api-key)"
+            )));
+        }
+        let mut live = 0;
+        for id in &keys.key_ids {
+            if let Some((record, _)) = self.record::<ApiKeyRecord>(&apikey_key(id))? {
+                live += usize::from(is_live(&record, now));
+            }
+        }
+        if live >= MAX_LIVE_KEYS_PER_USER {
+            return Err(AuthError::InvalidArgument(format!(
+                "a user has at most {MAX_LIVE_KEYS_PER_USER} live API keys; revoke or delete one"
+            )));
+        }
+        Ok(())
+    }
+
     /// The principal of a valid token. The shape and checksum are checked
     /// before any store access; the secret's SHA-256 is compared in
     /// constant time. Every failure is [`AuthError::InvalidToken`].
     pub fn verify_api_key(&self, token: &str) -> Result<Principal, AuthError> {
         let parsed = id_generator::parse_token(token).ok_or(AuthError::InvalidToken)?;
-        let entry = self
-            .store
-            .get(&apikey_key(parsed.key_id))?
-            .ok_or(AuthError::InvalidToken)?;
-        let record: ApiKeyRecord = from_bytes(&entry.value).map_err(AuthError::Storage)?;
+        let (record, _) = self.key_record(parsed.key_id, AuthError::InvalidToken)?;
         let digest = Sha256::digest(parsed.secret.as_bytes());
         if !bool::from(digest.as_slice().ct_eq(&record.secret_sha256)) {
             return Err(AuthError::InvalidToken);
         }
-        if record.revoked_at.is_some() || record.expires_at.is_some_and(|t| self.clock.now() >= t) {
+        if !is_live(&record, self.clock.now()) {
             return Err(AuthError::InvalidToken);
         }
         Ok(Principal {
@@ -574,17 +566,13 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
     /// Marks a key revoked (kept for listings until its user is deleted).
     pub fn revoke_api_key(&self, key_id: &str) -> Result<(), AuthError> {
         for _ in 0..RETRIES {
-            let entry = self
-                .store
-                .get(&apikey_key(key_id))?
-                .ok_or(AuthError::KeyNotFound)?;
-            let mut record: ApiKeyRecord = from_bytes(&entry.value).map_err(AuthError::Storage)?;
+            let (mut record, version) = self.key_record(key_id, AuthError::KeyNotFound)?;
             if record.revoked_at.is_some() {
                 return Ok(());
             }
             record.revoked_at = Some(self.clock.now());
             match self.store.batch(
-                &[Condition::VersionIs(apikey_key(key_id), entry.version)],
+                &[Condition::VersionIs(apikey_key(key_id), version)],
                 &[Op::Set(apikey_key(key_id), to_bytes(&record))],
             ) {
                 Err(StoreError::ConditionFailed(_)) => continue,
@@ -594,20 +582,50 @@ impl<S: KvStore, R: Random, C: Clock> AuthService<S, R, C> {
         Err(AuthError::Conflict)
     }
 
+    /// Removes a key (revoked or not) and its id from its user's key index,
+    /// in one batch guarded by the versions read.
+    pub fn delete_api_key(&self, key_id: &str) -> Result<(), AuthError> {
+        for _ in 0..RETRIES {
+            let (record, version) = self.key_record(key_id, AuthError::KeyNotFound)?;
+            let mut conditions = vec![Condition::VersionIs(apikey_key(key_id), version)];
+            let mut ops = vec![Op::Delete(apikey_key(key_id))];
+            let index = user_keys_key(&record.user_id);
+            if let Some((mut keys, keys_version)) = self.record::<UserKeys>(&index)? {
+                keys.key_ids.retain(|id| id != key_id);
+                conditions.push(Condition::VersionIs(index.clone(), keys_version));
+                ops.push(Op::Set(index, to_bytes(&keys)));
+            }
+            match self.store.batch(&conditions, &ops) {
+                Err(StoreError::ConditionFailed(_)) => continue,
+                other => return other.map_err(Into::into),
+            }
+        }
+        Err(AuthError::Conflict)
+    }
+
     pub fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKeyInfo>, AuthError> {
-        let entry = self
-            .store
-            .get(&user_keys_key(user_id))?
+        let (keys, _) = self
+            .record::<UserKeys>(&user_keys_key(user_id))?
             .ok_or(AuthError::UserNotFound)?;
-        let keys: UserKeys = from_bytes(&entry.value).map_err(AuthError::Storage)?;
         let mut out = Vec::with_capacity(keys.key_ids.len());
         for id in &keys.key_ids {
-            if let Some(e) = self.store.get(&apikey_key(id))? {
-                let record: ApiKeyRecord = from_bytes(&e.value).map_err(AuthError::Storage)?;
+            if let Some((record, _)) = self.record::<ApiKeyRecord>(&apikey_key(id))? {
                 out.push(key_info(&record));
             }
         }
         Ok(out)
+    }
+}
+
+/// Neither revoked nor expired at `now`.
+fn is_live(record: &ApiKeyRecord, now: u64) -> bool {
+    record.revoked_at.is_none() && record.expires_at.is_none_or(|t| now < t)
+}
+
+fn check_scopes(scopes: &[String]) -> Result<(), AuthError> {
+    match scopes_error(scopes) {
+        Some(error) => Err(AuthError::InvalidArgument(error)),
+        None => Ok(()),
     }
 }
 

@@ -4,7 +4,8 @@
 //! - `user/<user id>`: [`UserRecord`];
 //! - `user_by_name/<normalized username>`: the user id (uniqueness index);
 //! - `user_keys/<user id>`: [`UserKeys`], the ids of the user's API keys;
-//! - `apikey/<key id>`: [`ApiKeyRecord`].
+//! - `apikey/<key id>`: [`ApiKeyRecord`];
+//! - `kek_ids`: [`KekIds`], the key-encryption keys stored metadata needs.
 //!
 //! Records are JSON (self-describing, so fields can be added later).
 
@@ -16,18 +17,20 @@ pub const USER_PREFIX: &str = "user/";
 pub const NAME_PREFIX: &str = "user_by_name/";
 pub const USER_KEYS_PREFIX: &str = "user_keys/";
 pub const APIKEY_PREFIX: &str = "apikey/";
+pub const KEK_IDS_KEY: &str = "kek_ids";
 
 /// Longest username accepted as input, in bytes, checked before normalizing
 /// (NFKC of huge input is a DoS, CVE-2023-46695).
 pub const MAX_USERNAME_INPUT_BYTES: usize = 256;
 /// Longest normalized username, in characters.
 pub const MAX_USERNAME_CHARS: usize = 64;
-/// Most API keys per user (bounds the `user_keys` record).
-pub const MAX_KEYS_PER_USER: usize = 100;
+/// Most live (neither revoked nor expired) API keys per user.
+pub const MAX_LIVE_KEYS_PER_USER: usize = 100;
+/// Most API keys kept per user, revoked and expired ones included (bounds
+/// the `user_keys` record); `delete-api-key` makes room.
+pub const MAX_STORED_KEYS_PER_USER: usize = 1000;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 pub const MAX_KEY_NAME_BYTES: usize = 128;
-pub const MAX_SCOPES: usize = 32;
-pub const MAX_SCOPE_BYTES: usize = 64;
 
 pub fn user_key(id: &str) -> Vec<u8> {
     format!("{USER_PREFIX}{id}").into_bytes()
@@ -56,6 +59,10 @@ pub struct UserRecord {
     pub metadata: Option<Vec<u8>>,
     pub created_at: u64,
     pub updated_at: u64,
+    /// Permissions of a password login (`scopes.rs`); records written
+    /// before users had scopes have none.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -77,6 +84,21 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<u64>,
     /// The token's last eight characters, to recognise it in listings.
     pub last_eight: String,
+}
+
+/// The ids of the key-encryption keys that stored metadata is encrypted
+/// under, each with a check value of its key (`crypto::kek_check`), so that
+/// a missing or different key is found before anything is encrypted under
+/// a conflicting id (a store restored without its key file).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct KekIds {
+    pub keks: Vec<KekCheck>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct KekCheck {
+    pub id: u32,
+    pub check: String,
 }
 
 pub fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
@@ -226,6 +248,15 @@ mod tests {
         for s in ["ǅemal", "Straße", "ΌΣΟΣ", "\u{1FC3}\u{345}", "İstanbul"] {
             assert_eq!(fold(&fold(s)), fold(s), "{s}");
         }
+    }
+
+    /// A user stored before users had scopes still reads, with none.
+    #[test]
+    fn user_records_without_scopes_still_read() {
+        let old = br#"{"id":"u1","username":"Al","normalized":"al","password_hash":"$argon2id$x","metadata":null,"created_at":1,"updated_at":2}"#;
+        let record: UserRecord = from_bytes(old).unwrap();
+        assert_eq!(record.scopes, Vec::<String>::new());
+        assert_eq!(record.username, "Al");
     }
 
     #[test]

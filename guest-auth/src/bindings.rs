@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth_service as svc;
 use crate::crypto::{HasherConfig, Kek as CryptoKek};
+use crate::environment::{SystemClock, SystemRandom};
 use hightower::kv::store::{self, Namespace};
 
 const NAMESPACE: &str = "auth/";
@@ -86,7 +87,7 @@ impl svc::KvStore for WasmStore {
     }
 }
 
-type Service = svc::AuthService<WasmStore, svc::SystemRandom, svc::SystemClock>;
+type Service = svc::AuthService<WasmStore, SystemRandom, SystemClock>;
 
 thread_local! {
     /// The service built from the last config seen by this instance, with
@@ -149,10 +150,19 @@ fn service(config: &ServiceConfig) -> Result<std::rc::Rc<Service>, AuthError> {
         current_kek: config.current_kek,
     };
     let s = std::rc::Rc::new(
-        Service::new(WasmStore(ns), svc::SystemRandom, svc::SystemClock, &config).map_err(err)?,
+        Service::new(WasmStore(ns), SystemRandom, SystemClock, &config).map_err(err)?,
     );
     SERVICE.with_borrow_mut(|c| *c = Some((d, s.clone())));
     Ok(s)
+}
+
+/// The service of `config`, once the configured key-encryption keys are
+/// known to be the ones the stored metadata needs (`kek_usage`): every
+/// export starts here.
+fn ready(config: &ServiceConfig) -> Result<std::rc::Rc<Service>, AuthError> {
+    let service = service(config)?;
+    service.check_keks().map_err(err)?;
+    Ok(service)
 }
 
 fn err(e: svc::AuthError) -> AuthError {
@@ -169,6 +179,8 @@ fn err(e: svc::AuthError) -> AuthError {
         E::Conflict => AuthError::Conflict,
         E::Crypto(m) => AuthError::Crypto(m),
         E::Storage(m) => AuthError::Storage(m),
+        E::KekMissing(id) => AuthError::KekMissing(id),
+        E::KekMismatch(id) => AuthError::KekMismatch(id),
     }
 }
 
@@ -179,6 +191,7 @@ fn user(u: svc::UserInfo) -> User {
         created_at: u.created_at,
         updated_at: u.updated_at,
         metadata: u.metadata,
+        scopes: u.scopes,
     }
 }
 
@@ -203,9 +216,10 @@ impl Guest for Component {
         username: String,
         password: String,
         metadata: Option<Vec<u8>>,
+        scopes: Vec<String>,
     ) -> Result<User, AuthError> {
-        service(&config)?
-            .create_user(&username, &password, metadata.as_deref())
+        ready(&config)?
+            .create_user(&username, &password, metadata.as_deref(), &scopes)
             .map(user)
             .map_err(err)
     }
@@ -215,7 +229,7 @@ impl Guest for Component {
         username: String,
         password: String,
     ) -> Result<User, AuthError> {
-        service(&config)?
+        ready(&config)?
             .verify_password(&username, &password)
             .map(user)
             .map_err(err)
@@ -227,21 +241,37 @@ impl Guest for Component {
         current: String,
         new_password: String,
     ) -> Result<(), AuthError> {
-        service(&config)?
+        ready(&config)?
             .change_password(&username, &current, &new_password)
             .map_err(err)
     }
 
     fn get_user(config: ServiceConfig, user_id: String) -> Result<User, AuthError> {
-        service(&config)?.get_user(&user_id).map(user).map_err(err)
+        ready(&config)?.get_user(&user_id).map(user).map_err(err)
     }
 
     fn lookup_user(config: ServiceConfig, username: String) -> Result<String, AuthError> {
-        service(&config)?.lookup_user(&username).map_err(err)
+        ready(&config)?.lookup_user(&username).map_err(err)
     }
 
     fn delete_user(config: ServiceConfig, user_id: String) -> Result<(), AuthError> {
-        service(&config)?.delete_user(&user_id).map_err(err)
+        ready(&config)?.delete_user(&user_id).map_err(err)
+    }
+
+    fn update_user_scopes(
+        config: ServiceConfig,
+        user_id: String,
+        change: ScopeChange,
+    ) -> Result<User, AuthError> {
+        let change = match change {
+            ScopeChange::Set(s) => svc::ScopeChange::Set(s),
+            ScopeChange::Add(s) => svc::ScopeChange::Add(s),
+            ScopeChange::Remove(s) => svc::ScopeChange::Remove(s),
+        };
+        ready(&config)?
+            .update_user_scopes(&user_id, &change)
+            .map(user)
+            .map_err(err)
     }
 
     fn list_users(
@@ -249,7 +279,7 @@ impl Guest for Component {
         cursor: Option<String>,
         limit: u32,
     ) -> Result<UserPage, AuthError> {
-        let page = service(&config)?
+        let page = ready(&config)?
             .list_users(cursor.as_deref(), limit)
             .map_err(err)?;
         Ok(UserPage {
@@ -265,7 +295,7 @@ impl Guest for Component {
         scopes: Vec<String>,
         expires_at: Option<u64>,
     ) -> Result<NewApiKey, AuthError> {
-        let (key, token) = service(&config)?
+        let (key, token) = ready(&config)?
             .create_api_key(&user_id, &name, &scopes, expires_at)
             .map_err(err)?;
         Ok(NewApiKey {
@@ -275,7 +305,7 @@ impl Guest for Component {
     }
 
     fn verify_api_key(config: ServiceConfig, token: String) -> Result<Principal, AuthError> {
-        let p = service(&config)?.verify_api_key(&token).map_err(err)?;
+        let p = ready(&config)?.verify_api_key(&token).map_err(err)?;
         Ok(Principal {
             user_id: p.user_id,
             key_id: p.key_id,
@@ -284,11 +314,21 @@ impl Guest for Component {
     }
 
     fn revoke_api_key(config: ServiceConfig, key_id: String) -> Result<(), AuthError> {
-        service(&config)?.revoke_api_key(&key_id).map_err(err)
+        ready(&config)?.revoke_api_key(&key_id).map_err(err)
+    }
+
+    fn delete_api_key(config: ServiceConfig, key_id: String) -> Result<(), AuthError> {
+        ready(&config)?.delete_api_key(&key_id).map_err(err)
+    }
+
+    fn kek_ids_in_use() -> Result<Vec<u32>, AuthError> {
+        let ns = Namespace::open(NAMESPACE)
+            .map_err(|e| AuthError::Storage(format!("open {NAMESPACE}: {e:?}")))?;
+        crate::kek_usage::ids_in_use(&WasmStore(ns)).map_err(err)
     }
 
     fn list_api_keys(config: ServiceConfig, user_id: String) -> Result<Vec<ApiKey>, AuthError> {
-        Ok(service(&config)?
+        Ok(ready(&config)?
             .list_api_keys(&user_id)
             .map_err(err)?
             .into_iter()

@@ -8,7 +8,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-use crate::auth_service::Random;
+use crate::environment::Random;
 
 /// Longest password accepted, in bytes (checked before any hashing: the
 /// `argon2` crate takes up to 4 GiB, and a huge password is a cheap DoS).
@@ -17,11 +17,33 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// refuse longer passwords rather than truncate them.
 pub const BCRYPT_MAX_PASSWORD_BYTES: usize = 71;
 
+/// The floor of Argon2id parameters: OWASP's minimum configurations
+/// (Password Storage Cheat Sheet), which it rates as equally strong: for
+/// `t` passes, at least this much memory in KiB. `t = 5` and more need
+/// 7168 KiB; any `p` (lanes split the memory, they add no strength).
+pub const ARGON2_FLOOR_M_KIB: [(u32, u32); 5] =
+    [(1, 47104), (2, 19456), (3, 12288), (4, 9216), (5, 7168)];
+
+/// The least memory (KiB) Argon2id may use with `t` passes (`t >= 1`).
+pub fn argon2_floor_m_kib(t: u32) -> u32 {
+    ARGON2_FLOOR_M_KIB
+        .iter()
+        .rev()
+        .find(|(passes, _)| t >= *passes)
+        .map_or(u32::MAX, |(_, m_kib)| *m_kib)
+}
+
+/// Whether `m_kib`, `t` are below [`ARGON2_FLOOR_M_KIB`] (`t = 0` is).
+pub fn below_argon2_floor(m_kib: u32, t: u32) -> bool {
+    m_kib < argon2_floor_m_kib(t)
+}
+
 /// Which password hash new hashes use. Verification reads the algorithm and
 /// its parameters from the stored PHC / modular-crypt string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HasherConfig {
-    /// OWASP minimum (the default): `m_kib = 19456`, `t = 2`, `p = 1`.
+    /// OWASP minimum (the default): `m_kib = 19456`, `t = 2`, `p = 1`;
+    /// never below [`ARGON2_FLOOR_M_KIB`].
     Argon2id { m_kib: u32, t: u32, p: u32 },
     /// For legacy deployments only; cost ≥ 10.
     Bcrypt { cost: u32 },
@@ -72,13 +94,16 @@ pub trait SecretHasher: Send + Sync {
     fn verify(&self, password: &[u8], stored: &str) -> Result<bool, CryptoError> {
         verify_stored(password, stored)
     }
-    /// Whether `stored` was made with other settings than this hasher's, so
-    /// that a successful login should rehash.
+    /// Whether a successful login should rehash `stored` with this hasher:
+    /// only towards settings at least as strong, never weaker (see the
+    /// implementations).
     fn needs_rehash(&self, stored: &str) -> bool;
     /// Longest password this hasher accepts.
     fn max_password_bytes(&self) -> usize;
 }
 
+/// The hasher of the service's configuration: Argon2id parameters below the
+/// floor are refused.
 pub fn hasher_for(config: HasherConfig) -> Result<Box<dyn SecretHasher>, CryptoError> {
     Ok(match config {
         HasherConfig::Argon2id { m_kib, t, p } => Box::new(Argon2idHasher::new(m_kib, t, p)?),
@@ -113,13 +138,34 @@ pub fn verify_stored(password: &[u8], stored: &str) -> Result<bool, CryptoError>
 
 pub struct Argon2idHasher {
     params: Params,
+    /// Whether hashes below [`ARGON2_FLOOR_M_KIB`] are refused and rehashed.
+    floor: bool,
 }
 
 impl Argon2idHasher {
+    /// The service's Argon2id: refuses parameters below the floor.
     pub fn new(m_kib: u32, t: u32, p: u32) -> Result<Self, CryptoError> {
+        if t >= 1 && below_argon2_floor(m_kib, t) {
+            return Err(CryptoError::Params(format!(
+                "Argon2id m = {m_kib} KiB, t = {t} is below the floor (OWASP's minimum): \
+                 with t = {t}, m must be at least {} KiB \
+                 (t = 1: 47104, 2: 19456, 3: 12288, 4: 9216, 5 or more: 7168)",
+                argon2_floor_m_kib(t)
+            )));
+        }
+        Self::build(m_kib, t, p, true)
+    }
+
+    /// Without the floor: cheap hashes for the unit tests, which hash a lot.
+    #[cfg(test)]
+    pub fn below_floor_for_tests(m_kib: u32, t: u32, p: u32) -> Self {
+        Self::build(m_kib, t, p, false).expect("valid test parameters")
+    }
+
+    fn build(m_kib: u32, t: u32, p: u32, floor: bool) -> Result<Self, CryptoError> {
         let params =
             Params::new(m_kib, t, p, None).map_err(|e| CryptoError::Params(e.to_string()))?;
-        Ok(Argon2idHasher { params })
+        Ok(Argon2idHasher { params, floor })
     }
 }
 
@@ -133,6 +179,11 @@ impl SecretHasher for Argon2idHasher {
             .map_err(|e| CryptoError::Params(e.to_string()))
     }
 
+    /// Rehashes bcrypt and other Argon2 variants or versions (migrations),
+    /// an Argon2id hash below the floor, and one whose memory and passes
+    /// both are at most ours (so at least one is less): towards settings at
+    /// least as strong. A hash stronger in either is kept, so that lowering
+    /// the settings never weakens a stored hash.
     fn needs_rehash(&self, stored: &str) -> bool {
         let Ok(parsed) = PasswordHash::new(stored) else {
             return true;
@@ -142,14 +193,16 @@ impl SecretHasher for Argon2idHasher {
         {
             return true;
         }
-        match Params::try_from(&parsed) {
-            Ok(p) => {
-                p.m_cost() != self.params.m_cost()
-                    || p.t_cost() != self.params.t_cost()
-                    || p.p_cost() != self.params.p_cost()
-            }
-            Err(_) => true,
+        let Ok(old) = Params::try_from(&parsed) else {
+            return true;
+        };
+        let new = &self.params;
+        if self.floor && below_argon2_floor(old.m_cost(), old.t_cost()) {
+            return true;
         }
+        let same = (old.m_cost(), old.t_cost(), old.p_cost())
+            == (new.m_cost(), new.t_cost(), new.p_cost());
+        !same && new.m_cost() >= old.m_cost() && new.t_cost() >= old.t_cost()
     }
 
     fn max_password_bytes(&self) -> usize {
@@ -169,13 +222,15 @@ impl SecretHasher for BcryptHasher {
             .map_err(|e| CryptoError::Params(e.to_string()))
     }
 
+    /// Only a bcrypt hash of a lower cost: an Argon2id hash is never
+    /// rehashed to bcrypt (a legacy setting must not weaken it).
     fn needs_rehash(&self, stored: &str) -> bool {
         // `$2b$12$...`: the cost is the second field.
         let mut fields = stored.split('$');
         let (Some(""), Some(_), Some(cost)) = (fields.next(), fields.next(), fields.next()) else {
-            return true;
+            return false;
         };
-        !stored.starts_with("$2") || cost.parse::<u32>().ok() != Some(self.cost)
+        stored.starts_with("$2") && cost.parse::<u32>().is_ok_and(|cost| cost < self.cost)
     }
 
     fn max_password_bytes(&self) -> usize {
@@ -196,6 +251,19 @@ impl std::fmt::Debug for Kek {
             .field("id", &self.id)
             .finish_non_exhaustive()
     }
+}
+
+/// A check value of a key-encryption key: the first 16 bytes of SHA-256
+/// over a fixed label and the key, in hex. Tells whether two keys of one id
+/// are the same without storing anything that helps to find the key (it is
+/// 256 random bits).
+pub fn kek_check(key: &[u8; 32]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"hightower-auth/kek-check/v1\0")
+        .chain_update(key)
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Envelope encryption with AES-256-GCM.
@@ -314,6 +382,11 @@ impl EnvelopeEncryptor {
             .map_err(|_| CryptoError::Decrypt)
     }
 
+    /// The id of the key new encryptions use.
+    pub fn current(&self) -> u32 {
+        self.current
+    }
+
     /// The KEK id of a ciphertext (for rotation reports).
     pub fn key_id_of(blob: &[u8]) -> Option<u32> {
         (blob.len() >= 5 && blob[0] == FORMAT_V1)
@@ -327,7 +400,7 @@ mod tests {
     use crate::testing::FakeRandom;
 
     fn cheap() -> Argon2idHasher {
-        Argon2idHasher::new(64, 1, 1).unwrap()
+        Argon2idHasher::below_floor_for_tests(64, 1, 1)
     }
 
     #[test]
@@ -352,7 +425,7 @@ mod tests {
     fn verification_uses_stored_params_and_rehash_is_detected() {
         let weak = cheap();
         let phc = weak.hash(b"pw", &[1; 16]).unwrap();
-        let strong = Argon2idHasher::new(128, 2, 1).unwrap();
+        let strong = Argon2idHasher::below_floor_for_tests(128, 2, 1);
         assert!(strong.verify(b"pw", &phc).unwrap());
         assert!(strong.needs_rehash(&phc));
         assert!(!weak.needs_rehash(&phc));
@@ -375,11 +448,62 @@ mod tests {
                 .unwrap()
                 .needs_rehash(&s)
         );
+        // A lower cost, or an Argon2id hash, is never rehashed to bcrypt.
+        let b12 = hasher_for(HasherConfig::Bcrypt { cost: 12 }).unwrap();
+        let s12 = b12.hash(b"pw", &[3; 16]).unwrap();
+        assert!(!b.needs_rehash(&s12));
+        assert!(!b.needs_rehash(&cheap().hash(b"pw", &[1; 16]).unwrap()));
         // An Argon2 hasher verifies bcrypt hashes (migration) and wants to rehash them.
         assert!(cheap().verify(b"pw", &s).unwrap());
         assert!(cheap().needs_rehash(&s));
         assert!(hasher_for(HasherConfig::Bcrypt { cost: 4 }).is_err());
         assert_eq!(b.max_password_bytes(), 71);
+    }
+
+    /// OWASP's five equivalent minimums pass; one KiB less does not; the
+    /// error names the rule.
+    #[test]
+    fn argon2id_parameters_below_the_floor_are_refused() {
+        for (t, m_kib) in ARGON2_FLOOR_M_KIB {
+            assert!(Argon2idHasher::new(m_kib, t, 1).is_ok(), "t = {t}");
+            let Err(CryptoError::Params(message)) = Argon2idHasher::new(m_kib - 1, t, 1) else {
+                panic!("t = {t}, m = {} accepted", m_kib - 1);
+            };
+            assert!(message.contains("below the floor"), "{message}");
+        }
+        assert!(Argon2idHasher::new(7168, 50, 1).is_ok());
+        assert!(Argon2idHasher::new(7167, 50, 1).is_err());
+        for (m_kib, t) in [(8, 1), (u32::MAX, 0), (19456, 1), (64, 5)] {
+            let config = HasherConfig::Argon2id { m_kib, t, p: 1 };
+            assert!(hasher_for(config).is_err(), "{m_kib} {t}");
+        }
+    }
+
+    /// A login rehashes only towards parameters at least as strong.
+    #[test]
+    fn rehash_goes_only_towards_stronger_parameters() {
+        let phc = |m_kib: u32, t: u32, p: u32| {
+            Argon2idHasher::below_floor_for_tests(m_kib, t, p)
+                .hash(b"pw", &[5; 16])
+                .unwrap()
+        };
+        let floor = Argon2idHasher::new(7168, 5, 1).unwrap();
+        // Below the floor: always raised to it.
+        assert!(floor.needs_rehash(&phc(8, 1, 1)));
+        assert!(floor.needs_rehash(&phc(64, 10, 1)));
+        // At or above the floor: only when ours is at least as strong in
+        // both memory and passes.
+        assert!(!floor.needs_rehash(&phc(7168, 5, 1)));
+        assert!(!floor.needs_rehash(&phc(19456, 2, 1)));
+        assert!(!floor.needs_rehash(&phc(7168, 6, 1)));
+        assert!(!floor.needs_rehash(&phc(8192, 5, 1)));
+        let strong = Argon2idHasher::new(19456, 5, 1).unwrap();
+        assert!(strong.needs_rehash(&phc(7168, 5, 1)));
+        assert!(strong.needs_rehash(&phc(19456, 2, 1)));
+        assert!(!strong.needs_rehash(&phc(47104, 1, 1)));
+        // Lanes only: the same strength, so the setting takes effect.
+        let two_lanes = Argon2idHasher::new(7168, 5, 2).unwrap();
+        assert!(two_lanes.needs_rehash(&phc(7168, 5, 1)));
     }
 
     fn keks() -> Vec<Kek> {

@@ -7,7 +7,7 @@
 //! - checksum: CRC32 of everything before it, as 6 base62 characters, so a
 //!   mistyped or truncated token is rejected without reading the store.
 
-use crate::auth_service::Random;
+use crate::environment::Random;
 
 pub const TOKEN_PREFIX: &str = "hkv_";
 pub const KEY_ID_LEN: usize = 12;

@@ -9,7 +9,12 @@
 pub mod auth_service;
 pub mod auth_types;
 pub mod crypto;
+pub mod environment;
+pub mod error;
 pub mod id_generator;
+pub mod kek_usage;
+pub mod scopes;
+pub mod store;
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::auth_service::{Clock, Condition, Entry, KvStore, Op, Random, StoreError};
 use crate::crypto::{CryptoError, SecretHasher};
+use crate::environment::{Clock, Random};
+use crate::store::{Condition, Entry, KvStore, Op, StoreError};
 
 /// A deterministic generator (splitmix64). Not secure: tests only.
 pub struct FakeRandom(Mutex<u64>);

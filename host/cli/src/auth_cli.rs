@@ -2,34 +2,33 @@
 //!
 //! Passwords and tokens never come from argv (visible in `ps` and shell
 //! history): they are read from the terminal with echo off, or else one
-//! per line from stdin.
+//! per line from stdin (each line at most 4 KiB).
 //!
 //! Exit codes (in addition to the CLI's): 1 user or key not found ·
-//! 2 invalid username, password or argument, hashing parameters, a missing
-//! secret on stdin, or an unusable key-encryption key · 5 the component
-//! failed or data could not be decrypted · 7 invalid credentials or token ·
-//! 8 username taken or conflict (retry). Bad flags are refused before the
-//! data directory is opened.
+//! 2 invalid username, password, scope or argument, hashing parameters
+//! (below the floor or otherwise bad), a missing or oversized secret on
+//! stdin, or a key-encryption key that is missing (the store needs it),
+//! different or unusable · 5 the component failed or data could not be
+//! decrypted · 7 invalid credentials or token · 8 username taken or
+//! conflict (retry) · 9 the output could not be written (a token that could
+//! not be shown is deleted again). Bad flags are refused before the data
+//! directory is opened.
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::process::ExitCode;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use hightower_engine::{Config, Error, KvEngine};
+use hightower_engine::{Config, KvEngine};
 use hightower_wasm::auth::AuthConfig;
 use hightower_wasm::auth::{
-    Argon2Params, AuthClient, AuthClientError, AuthError, Hasher, KekError, KeyRing, KeySource,
+    Argon2Params, AuthClient, AuthClientError, Hasher, KekSource, ScopeChange,
 };
 use hightower_wasm::{SandboxConfig, WasmRuntime};
 
 use crate::error::CliError;
-
-const EXIT_NOT_FOUND: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_OTHER: u8 = 5;
-pub const EXIT_DENIED: u8 = 7;
-pub const EXIT_CONFLICT: u8 = 8;
+use crate::input::{MAX_METADATA_FILE_BYTES, read_file_at_most, secret_line};
+use crate::output::{Stdout, note, outln, prompt};
 
 #[derive(Args)]
 pub struct AuthArgs {
@@ -64,16 +63,39 @@ enum UserCommand {
     /// Create a user (password from the prompt or stdin); prints its id.
     Create {
         username: String,
-        /// Metadata stored encrypted with the user (a file, `-` is not allowed: stdin has the password).
+        /// A scope for the user's password logins, such as `read:app/`
+        /// (repeat for more; see README "Scopes").
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Metadata stored encrypted with the user: a file of at most 16 KiB
+        /// (`-` is not allowed: stdin has the password).
         #[arg(long, value_name = "FILE")]
-        metadata_file: Option<std::path::PathBuf>,
+        metadata_file: Option<PathBuf>,
     },
     /// Check a password (from the prompt or stdin); prints the user id. Exit 7 if wrong.
     Verify { username: String },
     /// Change a password: the current one, then the new one (two lines on stdin).
     Passwd { username: String },
-    /// Show a user and its decrypted metadata.
+    /// Show a user, its scopes and its decrypted metadata.
     Show { username: String },
+    /// Show a user's scopes, or change them (one change per call, atomic);
+    /// prints the scopes it has then, space-separated (`-` for none).
+    #[command(group(clap::ArgGroup::new("change").args(["set", "add", "remove", "clear"])))]
+    Scopes {
+        username: String,
+        /// Exactly these scopes (repeat for more).
+        #[arg(long, value_name = "SCOPE")]
+        set: Vec<String>,
+        /// These scopes too (repeat for more).
+        #[arg(long, value_name = "SCOPE")]
+        add: Vec<String>,
+        /// Not these scopes (repeat for more).
+        #[arg(long, value_name = "SCOPE")]
+        remove: Vec<String>,
+        /// No scopes at all.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Delete a user, its indexes and all its API keys.
     Delete { username: String },
     /// List users, one per line: id, username, created (Unix seconds).
@@ -94,7 +116,8 @@ enum KeyCommand {
         username: String,
         #[arg(long)]
         name: String,
-        /// A scope to grant (repeat for more).
+        /// A scope to grant, such as `read:app/` (repeat for more; see
+        /// README "Scopes").
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
         /// Lifetime in seconds, at least 1 [default: no expiry].
@@ -103,9 +126,13 @@ enum KeyCommand {
     },
     /// Check a token (from the prompt or stdin); prints user id, key id and scopes. Exit 7 if invalid.
     Verify,
-    /// Revoke a key by id.
+    /// Revoke a key by id (it stays listed until deleted).
     Revoke { key_id: String },
-    /// List a user's keys: id, name, scopes, created, expires, revoked, last eight characters.
+    /// Delete a key by id, revoked or not.
+    Delete { key_id: String },
+    /// List a user's keys, one per line, tab-separated: id, name, scopes
+    /// (space-separated, `-` for none), created, expires, revoked, last
+    /// eight characters.
     List { username: String },
 }
 
@@ -166,6 +193,16 @@ fn hasher_from_args(
     if !(1..=0xFF_FFFF).contains(&params.p) {
         return Err(format!("{p_name}: {} is not in 1..=16777215", params.p));
     }
+    if let Some(floor) = Argon2Params::floor_m_kib(params.t)
+        && params.m_kib < floor
+    {
+        return Err(format!(
+            "{m_name}: {} KiB with {t_name} {} is below the floor of Argon2id parameters \
+             (OWASP's minimum): with t = {} at least {floor} KiB \
+             (t = 1: 47104 KiB, 2: 19456, 3: 12288, 4: 9216, 5 or more: 7168)",
+            params.m_kib, params.t, params.t
+        ));
+    }
     if (params.m_kib as u64) < 8 * params.p as u64 {
         return Err(format!(
             "{m_name}: {} KiB is below 8 KiB per lane ({} lanes)",
@@ -187,175 +224,136 @@ pub fn run(
     sandbox: SandboxConfig,
     auth_config: AuthConfig,
     args: AuthArgs,
-) -> Result<ExitCode, CliError> {
-    let hasher = match hasher_from_args(&args, &auth_config, sandbox.max_memory_bytes) {
-        Ok(hasher) => hasher,
-        Err(message) => return Ok(usage(&message)),
-    };
+) -> Result<(), CliError> {
+    let hasher =
+        hasher_from_args(&args, &auth_config, sandbox.max_memory_bytes).map_err(CliError::Usage)?;
     // Files named by flags are read before the store is opened.
     let metadata = match &args.command {
         AuthCommand::User(UserCommand::Create {
             metadata_file: Some(path),
             ..
-        }) => Some(std::fs::read(path).map_err(|source| {
-            Error::io(format!("read metadata file {}", path.display()), source)
-        })?),
+        }) => Some(read_metadata_file(path)?),
         _ => None,
     };
     let data_dir = config.data_dir.clone();
     let engine = Arc::new(KvEngine::open(config)?);
-    let keys = KeyRing::from_env_or_data_dir(&data_dir).map(|(keys, source)| {
-        if let KeySource::File {
-            path,
-            created: true,
-        } = &source
-        {
-            eprintln!(
-                "hightower: created key-encryption key file {} (mode 0600)",
-                path.display()
-            );
-        }
-        keys
-    });
-    let result = keys.map_err(Outcome::Key).and_then(|keys| {
-        WasmRuntime::new(engine.clone(), sandbox)
-            .map_err(|e| Outcome::Client(e.into()))
-            .and_then(|runtime| AuthClient::load(&runtime, hasher, &keys).map_err(Outcome::Client))
-            .and_then(|client| dispatch(&client, args.command, metadata))
-    });
-    // Printed before the store is closed: a token must not be lost to a
-    // failing final fsync.
-    let written = match &result {
-        Ok(text) => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(text.as_bytes())
-                .and_then(|()| stdout.flush())
-                .map_err(|source| Error::io("write to stdout", source))
-        }
+    let result = WasmRuntime::new(engine.clone(), sandbox)
+        .map_err(AuthClientError::from)
+        .and_then(|runtime| AuthClient::load_for_data_dir(&runtime, hasher, &data_dir))
+        .map_err(CliError::from)
+        .and_then(|(client, source)| {
+            if let KekSource::File {
+                path,
+                created: true,
+            } = &source
+            {
+                note!(
+                    "hightower: created key-encryption key file {} (mode 0600)",
+                    path.display()
+                );
+            }
+            // Written before the store is closed: a token must not be lost
+            // to a failing final fsync.
+            let mut out = Stdout::new();
+            dispatch(&client, args.command, metadata, &mut out)?;
+            Ok(out.finish()?)
+        });
+    let closed = match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.close(),
         Err(_) => Ok(()),
     };
-    if let Ok(engine) = Arc::try_unwrap(engine) {
-        engine.close()?;
+    result?;
+    Ok(closed?)
+}
+
+fn read_metadata_file(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    if path.as_os_str() == "-" {
+        return Err(CliError::Usage(
+            "--metadata-file: `-` is not allowed (stdin has the password)".into(),
+        ));
     }
-    written?;
-    match result {
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(Outcome::Client(AuthClientError::Auth(e))) => {
-            eprintln!("hightower: {e}");
-            Ok(ExitCode::from(exit_code(&e)))
-        }
-        Err(Outcome::Client(AuthClientError::Wasm(e))) => {
-            eprintln!("hightower: auth component failed: {e}");
-            Ok(ExitCode::from(EXIT_OTHER))
-        }
-        Err(Outcome::Key(e)) => {
-            eprintln!("hightower: auth key-encryption key: {e}");
-            Ok(ExitCode::from(match e {
-                KekError::Io { .. } => EXIT_OTHER,
-                _ => EXIT_USAGE,
-            }))
-        }
-        Err(Outcome::Usage(message)) => Ok(usage(&message)),
-        Err(Outcome::Cli(e)) => Err(e.into()),
-    }
+    read_file_at_most(
+        path,
+        MAX_METADATA_FILE_BYTES,
+        "metadata file",
+        "the auth service's metadata limit",
+    )
 }
 
-fn usage(message: &str) -> ExitCode {
-    eprintln!("hightower: {message}");
-    ExitCode::from(EXIT_USAGE)
-}
-
-fn exit_code(e: &AuthError) -> u8 {
-    match e {
-        AuthError::UserNotFound | AuthError::KeyNotFound => EXIT_NOT_FOUND,
-        AuthError::InvalidUsername(_)
-        | AuthError::InvalidPassword(_)
-        | AuthError::InvalidArgument(_) => EXIT_USAGE,
-        AuthError::InvalidCredentials | AuthError::InvalidToken => EXIT_DENIED,
-        AuthError::UsernameTaken | AuthError::Conflict => EXIT_CONFLICT,
-        AuthError::Crypto(_) | AuthError::Storage(_) => EXIT_OTHER,
-    }
-}
-
-enum Outcome {
-    Client(AuthClientError),
-    Key(KekError),
-    /// Bad input found by the CLI (a missing secret): exit 2.
-    Usage(String),
-    Cli(Error),
-}
-
-impl From<AuthClientError> for Outcome {
-    fn from(e: AuthClientError) -> Self {
-        Outcome::Client(e)
-    }
-}
-
-impl From<Error> for Outcome {
-    fn from(e: Error) -> Self {
-        Outcome::Cli(e)
-    }
-}
-
-/// Appends a line to the command's output (written at the end in one go,
-/// so that a closed stdout is an error to report, not a panic of `println!`).
-macro_rules! outln {
-    ($out:expr, $($arg:tt)*) => {{
-        $out.push_str(&format!($($arg)*));
-        $out.push('\n');
-    }};
-}
-
-/// Runs one command; returns what it prints on stdout.
+/// Runs one command, printing its output to `out`.
 fn dispatch(
     client: &AuthClient,
     command: AuthCommand,
     metadata: Option<Vec<u8>>,
-) -> Result<String, Outcome> {
+    out: &mut Stdout,
+) -> Result<(), CliError> {
     let mut input = SecretInput::new();
-    let mut out = String::new();
     match command {
-        AuthCommand::User(UserCommand::Create { username, .. }) => {
+        AuthCommand::User(UserCommand::Create {
+            username, scopes, ..
+        }) => {
             let password = input.read_new("Password: ", "password")?;
-            let user = client.create_user(&username, &password, metadata.as_deref())?;
-            outln!(out, "{}", user.id);
+            let user = client.create_user(&username, &password, metadata.as_deref(), &scopes)?;
+            out.did(format!("created user {}", user.id));
+            outln!(out, "{}", user.id)?;
         }
         AuthCommand::User(UserCommand::Verify { username }) => {
             let password = input.read("Password: ", "password")?;
             let user = client.verify_password(&username, &password)?;
-            outln!(out, "{}", user.id);
+            outln!(out, "{}", user.id)?;
         }
         AuthCommand::User(UserCommand::Passwd { username }) => {
             let current = input.read("Current password: ", "current password")?;
             let new = input.read_new("New password: ", "new password")?;
             client.change_password(&username, &current, &new)?;
-            eprintln!("password changed");
+            note!("password changed");
         }
         AuthCommand::User(UserCommand::Show { username }) => {
             let id = client.lookup_user(&username)?;
             let user = client.get_user(&id)?;
-            outln!(out, "id: {}", user.id);
-            outln!(out, "username: {}", user.username);
-            outln!(out, "created: {}", user.created_at);
-            outln!(out, "updated: {}", user.updated_at);
+            outln!(out, "id: {}", user.id)?;
+            outln!(out, "username: {}", user.username)?;
+            outln!(out, "created: {}", user.created_at)?;
+            outln!(out, "updated: {}", user.updated_at)?;
+            outln!(out, "scopes: {}", scope_list(&user.scopes))?;
             match user.metadata {
-                Some(m) => outln!(out, "metadata: {}", String::from_utf8_lossy(&m)),
-                None => outln!(out, "metadata: (none)"),
+                Some(m) => outln!(out, "metadata: {}", String::from_utf8_lossy(&m))?,
+                None => outln!(out, "metadata: (none)")?,
             }
+        }
+        AuthCommand::User(UserCommand::Scopes {
+            username,
+            set,
+            add,
+            remove,
+            clear,
+        }) => {
+            let id = client.lookup_user(&username)?;
+            let change = match (clear, set, add, remove) {
+                (true, ..) => Some(ScopeChange::Set(Vec::new())),
+                (_, set, _, _) if !set.is_empty() => Some(ScopeChange::Set(set)),
+                (_, _, add, _) if !add.is_empty() => Some(ScopeChange::Add(add)),
+                (_, _, _, remove) if !remove.is_empty() => Some(ScopeChange::Remove(remove)),
+                _ => None,
+            };
+            let user = match change {
+                Some(change) => client.update_user_scopes(&id, &change)?,
+                None => client.get_user(&id)?,
+            };
+            outln!(out, "{}", scope_list(&user.scopes))?;
         }
         AuthCommand::User(UserCommand::Delete { username }) => {
             let id = client.lookup_user(&username)?;
             client.delete_user(&id)?;
-            eprintln!("deleted user {id}");
+            note!("deleted user {id}");
         }
         AuthCommand::User(UserCommand::List { limit, cursor }) => {
             let page = client.list_users(cursor.as_deref(), limit)?;
             for u in page.users {
-                outln!(out, "{}\t{}\t{}", u.id, u.username, u.created_at);
+                outln!(out, "{}\t{}\t{}", u.id, u.username, u.created_at)?;
             }
             if let Some(next) = page.next_cursor {
-                outln!(out, "next: {next}");
+                outln!(out, "next: {next}")?;
             }
         }
         AuthCommand::Key(KeyCommand::Create {
@@ -368,19 +366,36 @@ fn dispatch(
             // Cannot overflow: at most 100 years are added.
             let expires_at = expires_in.map(|s| now().saturating_add(s));
             let new = client.create_api_key(&id, &name, &scopes, expires_at)?;
-            eprintln!("key id {} (the token is shown only this once)", new.key.id);
-            outln!(out, "{}", new.token);
+            note!("key id {} (the token is shown only this once)", new.key.id);
+            if let Err(mut err) = outln!(out, "{}", new.token).and_then(|()| out.flush()) {
+                // Nobody has the token (or only part of it): a key nobody can
+                // use must not stay valid.
+                let id = &new.key.id;
+                err.done = Some(match client.delete_api_key(id) {
+                    Ok(()) => format!(
+                        "created key {id}, but as its token could not be shown, deleted it again"
+                    ),
+                    Err(e) => format!(
+                        "created key {id}, whose token could not be shown; deleting it failed ({e}): delete it"
+                    ),
+                });
+                return Err(err.into());
+            }
         }
         AuthCommand::Key(KeyCommand::Verify) => {
             let token = input.read("Token: ", "token")?;
             let p = client.verify_api_key(&token)?;
-            outln!(out, "user: {}", p.user_id);
-            outln!(out, "key: {}", p.key_id);
-            outln!(out, "scopes: {}", p.scopes.join(" "));
+            outln!(out, "user: {}", p.user_id)?;
+            outln!(out, "key: {}", p.key_id)?;
+            outln!(out, "scopes: {}", scope_list(&p.scopes))?;
         }
         AuthCommand::Key(KeyCommand::Revoke { key_id }) => {
             client.revoke_api_key(&key_id)?;
-            eprintln!("revoked key {key_id}");
+            note!("revoked key {key_id}");
+        }
+        AuthCommand::Key(KeyCommand::Delete { key_id }) => {
+            client.delete_api_key(&key_id)?;
+            note!("deleted key {key_id}");
         }
         AuthCommand::Key(KeyCommand::List { username }) => {
             let id = client.lookup_user(&username)?;
@@ -391,20 +406,25 @@ fn dispatch(
                     "{}\t{}\t{}\t{}\t{}\t{}\t...{}",
                     k.id,
                     k.name,
-                    if k.scopes.is_empty() {
-                        "-".into()
-                    } else {
-                        k.scopes.join(",")
-                    },
+                    scope_list(&k.scopes),
                     k.created_at,
                     opt(k.expires_at),
                     opt(k.revoked_at),
                     k.last_eight
-                );
+                )?;
             }
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Scopes space-separated (no scope contains whitespace), `-` for none.
+fn scope_list(scopes: &[String]) -> String {
+    if scopes.is_empty() {
+        "-".into()
+    } else {
+        scopes.join(" ")
+    }
 }
 
 fn now() -> u64 {
@@ -432,53 +452,35 @@ impl SecretInput {
     }
 
     /// One secret; `what` names it in the message when stdin has none.
-    fn read(&mut self, prompt: &str, what: &str) -> Result<String, Outcome> {
+    fn read(&mut self, prompt: &str, what: &str) -> Result<String, CliError> {
         let line = if self.tty {
-            self.prompt_no_echo(prompt)?
+            self.prompt_no_echo(prompt, what)?
         } else {
-            self.line("read from stdin")?
+            secret_line(&mut self.stdin, what)?
         };
         line.ok_or_else(|| {
-            Outcome::Usage(format!(
+            CliError::Usage(format!(
                 "no {what} on stdin: give each secret on a line of its own"
             ))
         })
     }
 
     /// A new password: asked twice on a terminal.
-    fn read_new(&mut self, prompt: &str, what: &str) -> Result<String, Outcome> {
+    fn read_new(&mut self, prompt: &str, what: &str) -> Result<String, CliError> {
         let first = self.read(prompt, what)?;
         if self.tty && self.read("Again: ", what)? != first {
-            return Err(Outcome::Usage("the two passwords differ".into()));
+            return Err(CliError::Usage("the two passwords differ".into()));
         }
         Ok(first)
-    }
-
-    /// The next line without its line ending; `None` at end of input.
-    fn line(&mut self, context: &str) -> Result<Option<String>, Error> {
-        let mut line = String::new();
-        match self.stdin.read_line(&mut line) {
-            Ok(0) => Ok(None),
-            Ok(_) => {
-                if line.ends_with('\n') {
-                    line.pop();
-                }
-                if line.ends_with('\r') {
-                    line.pop();
-                }
-                Ok(Some(line))
-            }
-            Err(source) => Err(Error::io(context.to_string(), source)),
-        }
     }
 
     /// Prompts on stderr and reads a line with the terminal's echo off
     /// (the newline is still echoed). Echo is turned off before the prompt
     /// appears, so nothing typed after it is shown, and restored after.
-    fn prompt_no_echo(&mut self, prompt: &str) -> Result<Option<String>, Outcome> {
+    fn prompt_no_echo(&mut self, text: &str, what: &str) -> Result<Option<String>, CliError> {
         use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
         let no_echo = |e: rustix::io::Errno| {
-            Outcome::Usage(format!(
+            CliError::Usage(format!(
                 "cannot turn off the terminal's echo ({e}); give the secret on stdin instead"
             ))
         };
@@ -487,11 +489,10 @@ impl SecretInput {
         quiet.local_modes.remove(LocalModes::ECHO);
         quiet.local_modes.insert(LocalModes::ECHONL);
         tcsetattr(&self.stdin, OptionalActions::Now, &quiet).map_err(no_echo)?;
-        eprint!("{prompt}");
-        let _ = std::io::stderr().flush();
-        let line = self.line("read from the terminal");
+        prompt(text);
+        let line = secret_line(&mut self.stdin, what);
         let _ = tcsetattr(&self.stdin, OptionalActions::Now, &saved);
-        Ok(line?)
+        line
     }
 }
 
@@ -518,25 +519,37 @@ mod tests {
     #[test]
     fn the_config_file_sets_the_hashing_and_flags_override_it() {
         let config = AuthConfig {
-            argon2_m_kib: 1024,
+            argon2_m_kib: 12288,
             argon2_t: 3,
             ..AuthConfig::default()
         };
         let params = |m_kib, t| Ok(Hasher::Argon2id(Argon2Params { m_kib, t, p: 1 }));
-        assert_eq!(hasher_with(&[], &config), params(1024, 3));
-        assert_eq!(hasher_with(&["--argon2-t", "1"], &config), params(1024, 1));
+        assert_eq!(hasher_with(&[], &config), params(12288, 3));
+        assert_eq!(hasher_with(&["--argon2-t", "4"], &config), params(12288, 4));
         let bcrypt = AuthConfig {
             bcrypt_cost: 12,
             ..AuthConfig::default()
         };
         assert_eq!(hasher_with(&[], &bcrypt), Ok(Hasher::Bcrypt(12)));
-        assert_eq!(hasher_with(&["--argon2-m", "64"], &bcrypt), params(64, 2));
+        assert_eq!(
+            hasher_with(&["--argon2-m", "20000"], &bcrypt),
+            params(20000, 2)
+        );
         let bad = AuthConfig {
             argon2_t: 0,
             ..AuthConfig::default()
         };
         let err = hasher_with(&[], &bad).unwrap_err();
         assert!(err.starts_with("auth.argon2_t:"), "{err}");
+        let weak = AuthConfig {
+            argon2_m_kib: 64,
+            ..AuthConfig::default()
+        };
+        let err = hasher_with(&[], &weak).unwrap_err();
+        assert!(
+            err.starts_with("auth.argon2_m_kib: 64 KiB with auth.argon2_t 2 is below"),
+            "{err}"
+        );
         let bad_cost = AuthConfig {
             bcrypt_cost: 3,
             ..AuthConfig::default()
@@ -549,10 +562,10 @@ mod tests {
     fn hashing_flags_are_checked_with_the_components_rules() {
         assert_eq!(hasher(&[]), Ok(Hasher::default()));
         assert_eq!(
-            hasher(&["--argon2-m", "64", "--argon2-t", "1"]),
+            hasher(&["--argon2-m", "7168", "--argon2-t", "5"]),
             Ok(Hasher::Argon2id(Argon2Params {
-                m_kib: 64,
-                t: 1,
+                m_kib: 7168,
+                t: 5,
                 p: 1
             }))
         );
@@ -565,9 +578,27 @@ mod tests {
             (&["--argon2-t", "0"], "--argon2-t"),
             (&["--argon2-p", "0"], "--argon2-p"),
             (
-                &["--argon2-m", "15", "--argon2-p", "2"],
+                &[
+                    "--argon2-m",
+                    "7168",
+                    "--argon2-t",
+                    "5",
+                    "--argon2-p",
+                    "1000",
+                ],
                 "below 8 KiB per lane",
             ),
+            // The floor: OWASP's minimums (issue 17: m = 8, t = 1 was taken).
+            (
+                &["--argon2-m", "8", "--argon2-t", "1"],
+                "--argon2-m: 8 KiB with --argon2-t 1 is below the floor",
+            ),
+            (&["--argon2-m", "19455"], "with t = 2 at least 19456 KiB"),
+            (
+                &["--argon2-m", "7167", "--argon2-t", "9"],
+                "with t = 9 at least 7168 KiB",
+            ),
+            (&["--argon2-t", "1"], "with t = 1 at least 47104 KiB"),
             (&["--argon2-m", "65536"], "wasm.max_memory_bytes"),
         ] {
             let err = hasher(flags).unwrap_err();
@@ -580,7 +611,7 @@ mod tests {
                 "--bcrypt-cost",
                 "10",
                 "--argon2-m",
-                "64",
+                "20000",
                 "key",
                 "verify"
             ])

@@ -20,7 +20,8 @@ pub struct FileConfig {
 impl FileConfig {
     /// Parses and validates a config file's text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|err| invalid(err.message()))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|err| syntax_error(text, &err))?;
         let wasm = take_table::<SandboxConfig>(&mut table, "wasm")?;
         let auth = take_table::<AuthConfig>(&mut table, "auth")?;
         let engine = deserialize_naming_the_key::<Config>(table)?;
@@ -71,6 +72,24 @@ fn deserialize_naming_the_key<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// A file that is not TOML (or holds an integer TOML cannot: over
+/// 2^63 - 1): the message names the key of the line, and the line.
+fn syntax_error(text: &str, err: &toml::de::Error) -> ConfigError {
+    let Some(span) = err.span() else {
+        return invalid(err.message());
+    };
+    let line_number = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_number - 1).unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(key, _)| key.trim())
+        .filter(|key| !key.is_empty() && !key.starts_with('#'));
+    match key {
+        Some(key) => invalid(&format!("{key}: {} (line {line_number})", err.message())),
+        None => invalid(&format!("line {line_number}: {}", err.message())),
+    }
+}
+
 fn invalid(message: &str) -> ConfigError {
     ConfigError {
         field: "config file",
@@ -114,6 +133,23 @@ mod tests {
         assert_eq!(err.field, "auth");
         let err = FileConfig::from_toml("wasm = 3\n").unwrap_err();
         assert_eq!(err.field, "wasm");
+    }
+
+    /// TOML's integers end at 2^63 - 1; a bigger one is named by its key.
+    #[test]
+    fn syntax_errors_name_the_key_and_line() {
+        let err =
+            FileConfig::from_toml("sync = \"os\"\nindex_initial_capacity = 18446744073709551615\n")
+                .unwrap_err();
+        assert!(
+            err.reason.starts_with("index_initial_capacity: ") && err.reason.ends_with("(line 2)"),
+            "{err}"
+        );
+        let err = FileConfig::from_toml("[wasm\n").unwrap_err();
+        assert!(err.reason.starts_with("line 1: "), "{err}");
+        // Values TOML can hold reach the engine's bounds, which name them.
+        let err = FileConfig::from_toml("index_initial_capacity = 99999999999999\n").unwrap_err();
+        assert_eq!(err.field, "index_initial_capacity");
     }
 
     #[test]

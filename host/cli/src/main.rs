@@ -1,33 +1,42 @@
 //! `hightower`: the operator's command line for a Hightower KV data directory.
 //!
-//! Exit codes (stable, for scripts):
+//! Exit codes (stable, for scripts; README "Exit codes"):
 //! 0 success · 1 key not found · 2 bad usage, input or configuration ·
 //! 3 data directory locked by another process · 4 corruption or unsupported
 //! format found · 5 any other I/O or internal error · 6 a component run by
-//! `run` was stopped (trap, panic, time or memory limit). Otherwise `run`
-//! exits with the component's own status. `auth` adds 7 (invalid
-//! credentials or token) and 8 (username taken, conflict); see auth_cli.rs.
+//! `run` was stopped (trap, panic, time or memory limit) · 7 invalid
+//! credentials or token (`auth`) · 8 username taken, conflict (`auth`) ·
+//! 9 the output could not be written (stdout full or closed; a command
+//! that changes the store had done so). `run` exits with the component's
+//! own status (0 to 125), its own outcomes being 128 + these codes; see
+//! [`run_cli`].
 
 mod auth_cli;
 mod config_file;
 mod error;
+mod input;
+mod output;
+mod print;
+mod run_cli;
+mod snapshot_file;
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read, Write};
+use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use hightower_engine::Limits;
+use hightower_engine::verify_segments;
 use hightower_engine::{Config, Error, KvEngine, RecoveryMode};
 use hightower_engine::{ConfigError, display_key};
-use hightower_engine::{SegmentVerdict, verify_segments};
-use hightower_wasm::{SandboxConfig, WasmError, WasmRuntime};
+use hightower_wasm::SandboxConfig;
 
 use config_file::FileConfig;
-use error::{CliError, EXIT_CORRUPT, EXIT_GUEST_FAULT, EXIT_NOT_FOUND, EXIT_OTHER, EXIT_USAGE};
+use error::{CliError, EXIT_CORRUPT, EXIT_NOT_FOUND, EXIT_OTHER, EXIT_USAGE};
+use input::{MAX_CONFIG_FILE_BYTES, read_file_at_most};
+use output::{Stdout, note, outln};
 
 /// `run`'s default time limit for the whole run.
 const DEFAULT_RUN_TIMEOUT_MS: u64 = 30_000;
@@ -39,7 +48,8 @@ const DEFAULT_RUN_TIMEOUT_MS: u64 = 30_000;
     about = "Hightower KV: an embedded log-structured key-value store for worker nodes",
     after_help = "Exit codes: 0 ok, 1 key not found, 2 bad usage/input/config, 3 data directory locked, \
                   4 corruption or unsupported format, 5 other error, 6 component stopped (run),\n\
-                  7 invalid credentials or token (auth), 8 username taken or conflict (auth).\n\
+                  7 invalid credentials or token (auth), 8 username taken or conflict (auth),\n\
+                  9 output could not be written (stdout full or closed).\n\
                   Logs go to stderr; set HIGHTOWER_LOG (e.g. info, debug) for more."
 )]
 struct Cli {
@@ -55,8 +65,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum CliCommand {
-    /// Store VALUE under KEY and print the new version. VALUE `-` reads stdin (binary-safe).
-    Put { key: OsString, value: OsString },
+    /// Store VALUE under KEY and print the new version. VALUE is taken as
+    /// it is (`-` too); `--value-file FILE` reads it from FILE, `-` meaning
+    /// stdin (binary-safe, at most max_value_bytes).
+    #[command(override_usage = "hightower put <KEY> (<VALUE> | --value-file <FILE>)")]
+    Put {
+        key: OsString,
+        #[arg(required_unless_present = "value_file", conflicts_with = "value_file")]
+        value: Option<OsString>,
+        /// Read the value from FILE; `-` reads stdin.
+        #[arg(long, value_name = "FILE")]
+        value_file: Option<PathBuf>,
+    },
     /// Print the raw value of KEY to stdout; exit 1 if it is absent.
     Get {
         key: OsString,
@@ -136,22 +156,41 @@ enum InspectCommand {
 
 #[derive(Subcommand)]
 enum SnapshotCommand {
-    /// Write an image of the store to FILE (which must not exist yet). The
-    /// file appears only once complete and fsynced.
+    /// Write an image of the store to FILE (which must not exist yet; mode
+    /// 0600), or to stdout for `-`. The file appears only once complete and
+    /// fsynced; a FILE.partial left by a killed create is taken over.
+    /// The key file auth.kek is not in the image: back it up beside it.
     Create { file: PathBuf },
-    /// Restore FILE into the data directory, which must be missing or empty.
-    /// A damaged image is refused and leaves the directory as it was.
+    /// Restore FILE (`-`: stdin) into the data directory, which must be
+    /// missing or empty. A damaged image is refused and leaves the
+    /// directory as it was.
     Restore { file: PathBuf },
 }
 
 fn main() -> ExitCode {
+    output::install_panic_hook();
+    // A panic is a bug; the hook has named it. Exit 5 (133 for `run`), not
+    // Rust's 101.
+    std::panic::catch_unwind(real_main).unwrap_or_else(|_| match invoked_run() {
+        true => run_cli::own_status(EXIT_OTHER),
+        false => ExitCode::from(EXIT_OTHER),
+    })
+}
+
+fn real_main() -> ExitCode {
     init_logging();
+    // `run` keeps its exit statuses apart from its component's (run_cli).
+    let exit = if invoked_run() {
+        run_cli::own_status
+    } else {
+        ExitCode::from
+    };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
             return if err.use_stderr() {
-                ExitCode::from(EXIT_USAGE)
+                exit(EXIT_USAGE)
             } else {
                 ExitCode::SUCCESS
             };
@@ -160,10 +199,28 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("hightower: {err}");
-            ExitCode::from(err.exit_code())
+            if !err.is_quiet() {
+                note!("hightower: {err}");
+            }
+            exit(err.exit_code())
         }
     }
+}
+
+/// Whether the subcommand is `run`: the first argument that is neither an
+/// option nor the value of a global option (`--data-dir`, `--config`).
+fn invoked_run() -> bool {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_bytes() {
+            b"--data-dir" | b"--config" => {
+                args.next();
+            }
+            bytes if bytes.starts_with(b"-") => {}
+            bytes => return bytes == b"run",
+        }
+    }
+    false
 }
 
 /// wasmtime-wasi traces every WASI call with its result at `trace`,
@@ -174,8 +231,11 @@ const WASI_CALL_TRACE_CAP: &str = "wasmtime_wasi=debug";
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HIGHTOWER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
-        .add_directive(WASI_CALL_TRACE_CAP.parse().expect("a valid directive"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = match WASI_CALL_TRACE_CAP.parse() {
+        Ok(cap) => filter.add_directive(cap),
+        Err(_) => filter,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -187,9 +247,11 @@ fn init_logging() {
 fn load_config(cli: &Cli) -> Result<FileConfig, CliError> {
     let mut config = match &cli.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            let bytes = read_file_at_most(path, MAX_CONFIG_FILE_BYTES, "config file", "1 MiB")
+                .map_err(|err| config_read_error(path, err))?;
+            let text = String::from_utf8(bytes).map_err(|_| ConfigError {
                 field: "--config",
-                reason: format!("cannot read config file {}: {err}", path.display()),
+                reason: format!("config file {} is not UTF-8", path.display()),
             })?;
             FileConfig::from_toml(&text)?
         }
@@ -202,35 +264,67 @@ fn load_config(cli: &Cli) -> Result<FileConfig, CliError> {
     Ok(config)
 }
 
+/// A config file that cannot be read is bad configuration (exit 2), named.
+fn config_read_error(path: &Path, err: CliError) -> CliError {
+    let reason = match err {
+        CliError::Engine(Error::Io { source, .. }) => {
+            format!("cannot read config file {}: {source}", path.display())
+        }
+        other => other.to_string(),
+    };
+    ConfigError {
+        field: "--config",
+        reason,
+    }
+    .into()
+}
+
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let FileConfig {
         engine: config,
         wasm: wasm_config,
         auth: auth_config,
     } = load_config(&cli)?;
+    let mut out = Stdout::new();
     match cli.command {
-        CliCommand::Put { key, value } => {
-            let value = read_value(&value)?;
+        CliCommand::Put {
+            key,
+            value,
+            value_file,
+        } => {
             // Refuse bad input before the data directory is created or opened.
             let limits = Limits::from_config(&config);
             limits.check_key(key.as_bytes())?;
+            let value = match (value, value_file) {
+                (_, Some(path)) => read_file_at_most(
+                    &path,
+                    u64::from(config.max_value_bytes),
+                    "value",
+                    "max_value_bytes",
+                )?,
+                (Some(value), None) => value.as_bytes().to_vec(),
+                (None, None) => {
+                    return Err(CliError::Usage("put: give VALUE or --value-file".into()));
+                }
+            };
             limits.check_value(&value)?;
             let engine = KvEngine::open(config)?;
             let version = engine.put(key.as_bytes(), &value)?;
             engine.close()?;
-            println!("{version}");
+            out.did(format!("stored as version {version}"));
+            outln!(out, "{version}")?;
         }
         CliCommand::Get { key, show_version } => {
             Limits::from_config(&config).check_key(key.as_bytes())?;
             let engine = KvEngine::open(config)?;
             let Some(found) = engine.get_versioned(key.as_bytes())? else {
-                eprintln!("hightower: key not found: {}", display_key(key.as_bytes()));
+                note!("hightower: key not found: {}", display_key(key.as_bytes()));
                 return Ok(ExitCode::from(EXIT_NOT_FOUND));
             };
             if show_version {
-                eprintln!("version {}", found.version);
+                note!("version {}", found.version);
             }
-            write_stdout(&found.value)?;
+            out.bytes(&found.value)?;
         }
         CliCommand::Delete { key } => {
             Limits::from_config(&config).check_key(key.as_bytes())?;
@@ -238,37 +332,42 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let deleted = engine.delete(key.as_bytes())?;
             engine.close()?;
             match deleted {
-                Some(version) => println!("{version}"),
+                Some(version) => {
+                    out.did(format!("deleted at version {version}"));
+                    outln!(out, "{version}")?;
+                }
                 None => {
-                    eprintln!("hightower: key not found: {}", display_key(key.as_bytes()));
+                    note!("hightower: key not found: {}", display_key(key.as_bytes()));
                     return Ok(ExitCode::from(EXIT_NOT_FOUND));
                 }
             }
         }
         CliCommand::Stats { json } => {
             let engine = KvEngine::open(config)?;
-            let stats = engine.stats();
-            if json {
-                let text = serde_json::to_string_pretty(&stats).expect("stats serialize");
-                println!("{text}");
-            } else {
-                print_stats(&stats);
-            }
+            print::stats(&mut out, &engine.stats(), json)?;
         }
-        CliCommand::Verify { json } => return verify(&config, json),
+        CliCommand::Verify { json } => {
+            let results = verify_segments(&config)?;
+            let corrupt = print::verification(&mut out, &results, json)?;
+            out.finish()?;
+            return Ok(if corrupt {
+                ExitCode::from(EXIT_CORRUPT)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
         CliCommand::Compact { json } => {
             let engine = open_quiet(config)?;
             let report = engine.compact()?;
             engine.close()?;
+            out.did("the compaction finished");
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("report serializes")
-                );
+                out.json(&report)?;
             } else if report.inputs.is_empty() {
-                println!("nothing to compact: the store is empty");
+                outln!(out, "nothing to compact: the store is empty")?;
             } else {
-                println!(
+                outln!(
+                    out,
                     "compacted {} segment(s) ({} bytes) into {} ({} bytes): {} records kept, {} tombstones dropped",
                     report.inputs.len(),
                     report.input_bytes,
@@ -276,39 +375,62 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     report.output_bytes,
                     report.records_kept,
                     report.tombstones_dropped
-                );
+                )?;
             }
         }
         CliCommand::Inspect { what, json } => {
             let engine = open_quiet(config)?;
             match what {
-                None => print_segments(&engine.inspect_segments()?, json),
+                None => print::segments(&mut out, &engine.inspect_segments()?, json)?,
                 Some(InspectCommand::Segment { id }) => {
-                    print_records(&engine.inspect_segment(id)?, json)
+                    print::records(&mut out, &engine.inspect_segment(id)?, json)?
                 }
             }
             engine.close()?;
         }
         CliCommand::Snapshot(SnapshotCommand::Create { file }) => {
             let engine = KvEngine::open(config)?;
-            let info = create_snapshot_file(&engine, &file)?;
-            println!(
+            if file.as_os_str() == "-" {
+                // The image is the output; its summary goes to stderr.
+                let info = out.stream(|w| engine.write_snapshot(w))?;
+                out.finish()?;
+                note!(
+                    "snapshot to stdout: {} keys at log index {}, {} bytes",
+                    info.keys,
+                    info.last_log_index,
+                    info.bytes
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let info = snapshot_file::create(&engine, &file)?;
+            out.did(format!("wrote {}", file.display()));
+            outln!(
+                out,
                 "snapshot {}: {} keys at log index {}, {} bytes",
                 file.display(),
                 info.keys,
                 info.last_log_index,
                 info.bytes
-            );
+            )?;
         }
         CliCommand::Snapshot(SnapshotCommand::Restore { file }) => {
-            let mut input = std::fs::File::open(&file)
-                .map_err(|source| Error::io(format!("open snapshot {}", file.display()), source))?;
-            let mut input = std::io::BufReader::new(&mut input);
-            let info = hightower_engine::restore_snapshot(config, &mut input)?;
-            println!(
+            let info = if file.as_os_str() == "-" {
+                let mut input = std::io::stdin().lock();
+                hightower_engine::restore_snapshot(config, &mut input)?
+            } else {
+                let input = std::fs::File::open(&file).map_err(|source| {
+                    Error::io(format!("open snapshot {}", file.display()), source)
+                })?;
+                let mut input = std::io::BufReader::new(input);
+                hightower_engine::restore_snapshot(config, &mut input)?
+            };
+            out.did("the snapshot was restored");
+            outln!(
+                out,
                 "restored {} keys at log index {}",
-                info.keys, info.last_log_index
-            );
+                info.keys,
+                info.last_log_index
+            )?;
         }
         CliCommand::Run {
             component,
@@ -324,11 +446,15 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 max_memory_bytes: max_memory_bytes.unwrap_or(wasm_config.max_memory_bytes),
                 ..wasm_config
             };
-            sandbox.validate()?;
-            return run_component(config, sandbox, &component, &namespaces, args);
+            let request = run_cli::RunArgs {
+                component: &component,
+                namespaces: &namespaces,
+                args,
+            };
+            return Ok(run_cli::run(config, sandbox, request));
         }
         CliCommand::Auth(args) => {
-            return auth_cli::run(config, wasm_config, auth_config, args);
+            auth_cli::run(config, wasm_config, auth_config, args)?;
         }
         CliCommand::Salvage => {
             let engine = KvEngine::open(Config {
@@ -336,139 +462,47 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 ..config
             })?;
             let report = engine.stats().recovery;
+            engine.close()?;
+            out.did("the salvage finished");
             if report.salvaged.is_empty()
                 && report.missing_segments.is_empty()
                 && report.tail_cut.is_none()
             {
-                println!("no damage found; nothing salvaged");
+                outln!(out, "no damage found; nothing salvaged")?;
+            }
+            for missing in &report.missing_segments {
+                outln!(
+                    out,
+                    "{missing}: missing; the store was opened without it (its records are lost)"
+                )?;
             }
             if let Some(cut) = &report.tail_cut {
-                println!(
+                outln!(
+                    out,
                     "{}: {} bytes cut at offset {} (kept as {}): {}",
                     cut.segment,
                     cut.bytes,
                     cut.offset,
                     cut.kept_as.as_deref().unwrap_or("-"),
                     cut.kind.explain()
-                );
-            }
-            for missing in &report.missing_segments {
-                println!(
-                    "{missing}: missing; the store was opened without it (its records are lost)"
-                );
+                )?;
             }
             for note in &report.salvaged {
-                println!(
+                outln!(
+                    out,
                     "{}: kept {} commands; original kept as {}",
-                    note.segment, note.commands_kept, note.original_kept_as
-                );
+                    note.segment,
+                    note.commands_kept,
+                    note.original_kept_as
+                )?;
                 for (start, end, reason) in &note.dropped {
-                    println!("  dropped bytes {start}..{end}: {reason}");
+                    outln!(out, "  dropped bytes {start}..{end}: {reason}")?;
                 }
             }
-            engine.close()?;
         }
     }
+    out.finish()?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes `FILE.partial`, fsyncs it, renames it to `FILE`, fsyncs the directory.
-fn create_snapshot_file(
-    engine: &KvEngine,
-    file: &std::path::Path,
-) -> Result<hightower_engine::SnapshotInfo, Error> {
-    if file.exists() {
-        return Err(ConfigError {
-            field: "snapshot file",
-            reason: format!("{} already exists", file.display()),
-        }
-        .into());
-    }
-    let partial = PathBuf::from(format!("{}.partial", file.display()));
-    let io = |what: &str, path: &std::path::Path| {
-        let what = format!("{what} {}", path.display());
-        move |source| Error::io(what, source)
-    };
-    let out = std::fs::File::create_new(&partial).map_err(io("create", &partial))?;
-    let mut writer = std::io::BufWriter::new(out);
-    let info = engine.write_snapshot(&mut writer);
-    let finished = info.and_then(|info| {
-        let out = writer
-            .into_inner()
-            .map_err(|err| Error::io(format!("write {}", partial.display()), err.into_error()))?;
-        out.sync_all().map_err(io("fsync", &partial))?;
-        std::fs::rename(&partial, file).map_err(io("rename", &partial))?;
-        let parent = file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        std::fs::File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io("fsync", parent))?;
-        Ok(info)
-    });
-    if finished.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    finished
-}
-
-/// `hightower run`: the component's exit status, or ours for a failure.
-fn run_component(
-    config: Config,
-    sandbox: SandboxConfig,
-    path: &std::path::Path,
-    namespaces: &[String],
-    args: Vec<String>,
-) -> Result<ExitCode, CliError> {
-    let wasm = std::fs::read(path)
-        .map_err(|source| Error::io(format!("read {}", path.display()), source))?;
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let engine = Arc::new(KvEngine::open(config)?);
-    let mut argv = vec![name.clone()];
-    argv.extend(args);
-    let status = WasmRuntime::new(engine.clone(), sandbox)
-        .and_then(|runtime| runtime.run_command(&name, &wasm, namespaces, &argv));
-    // The runtime is gone; close the store cleanly (final fsync) if we can.
-    if let Ok(engine) = Arc::try_unwrap(engine) {
-        engine.close()?;
-    }
-    match status {
-        Ok(code) => Ok(ExitCode::from(code as u8)),
-        Err(err) => {
-            eprintln!("hightower: {err}");
-            Ok(ExitCode::from(match err {
-                WasmError::Config(_)
-                | WasmError::Compile { .. }
-                | WasmError::Instantiate { .. } => EXIT_USAGE,
-                err if err.is_guest_fault() => EXIT_GUEST_FAULT,
-                _ => EXIT_OTHER,
-            }))
-        }
-    }
-}
-
-/// The value argument, or stdin for `-`.
-fn read_value(arg: &OsString) -> Result<Vec<u8>, Error> {
-    if arg.as_bytes() != b"-" {
-        return Ok(arg.as_bytes().to_vec());
-    }
-    let mut value = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut value)
-        .map_err(|source| Error::io("read value from stdin", source))?;
-    Ok(value)
-}
-
-fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(bytes)
-        .and_then(|()| out.flush())
-        .map_err(|source| Error::io("write to stdout", source))
 }
 
 /// Opens without background threads: a one-shot command does its work
@@ -479,176 +513,4 @@ fn open_quiet(config: Config) -> Result<KvEngine, Error> {
         ..hightower_engine::EngineOptions::default()
     };
     KvEngine::open_with(config, options)
-}
-
-fn print_segments(segments: &[hightower_engine::SegmentInfo], json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(segments).expect("segments serialize")
-        );
-        return;
-    }
-    println!(
-        "{:<20} {:>6} {:>12} {:>9} {:>9} {:>12} {:>12} {:>10} {:>10}  kind",
-        "segment", "rank", "bytes", "records", "live", "live bytes", "dead bytes", "meta", "bloom"
-    );
-    for s in segments {
-        let kind = match (s.active, s.compacted) {
-            (true, _) => "active",
-            (false, true) => "compacted",
-            (false, false) => "sealed",
-        };
-        println!(
-            "{:<20} {:>6} {:>12} {:>9} {:>9} {:>12} {:>12} {:>10} {:>10}  {kind}",
-            s.file,
-            s.rank,
-            s.bytes,
-            s.records,
-            s.live_records,
-            s.live_bytes,
-            s.dead_bytes,
-            s.metadata_bytes,
-            s.bloom_filter_bytes
-        );
-    }
-    let total = |f: fn(&hightower_engine::SegmentInfo) -> u64| segments.iter().map(f).sum::<u64>();
-    println!(
-        "{} segment(s), {} bytes, {} live bytes, {} dead bytes, {} metadata bytes",
-        segments.len(),
-        total(|s| s.bytes),
-        total(|s| s.live_bytes),
-        total(|s| s.dead_bytes),
-        total(|s| s.metadata_bytes)
-    );
-}
-
-fn print_records(records: &[hightower_engine::RecordInfo], json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(records).expect("records serialize")
-        );
-        return;
-    }
-    println!(
-        "{:>10} {:<9} {:>10} {:>10} {:>8} {:<4}  key",
-        "offset", "kind", "version", "log index", "value", "live"
-    );
-    for r in records {
-        println!(
-            "{:>10} {:<9} {:>10} {:>10} {:>8} {:<4}  {}",
-            r.offset,
-            r.kind,
-            r.version,
-            r.log_index,
-            r.value_bytes,
-            if r.live { "yes" } else { "no" },
-            display_key(&r.key)
-        );
-    }
-    println!("{} record(s)", records.len());
-}
-
-fn print_stats(stats: &hightower_engine::Stats) {
-    let s = &stats.storage;
-    let m = &stats.metrics;
-    println!("data directory:      {}", stats.data_dir);
-    println!("sync mode:           {}", stats.sync);
-    println!("keys:                {}", s.keys);
-    println!("segments:            {}", s.segments);
-    println!("disk bytes:          {}", s.disk_bytes);
-    println!("live bytes:          {}", s.live_bytes);
-    println!("index memory bytes:  {}", s.index_memory_bytes);
-    println!(
-        "hot index:           {} entries ({} tombstones), {} evicted, {}",
-        s.hot_entries,
-        s.hot_tombstones,
-        s.hot_evictions,
-        if s.hot_index_complete {
-            "holds every key"
-        } else {
-            "misses read segment metadata"
-        }
-    );
-    println!("last version:        {}", s.committed_version);
-    println!("last log index:      {}", s.last_log_index);
-    println!("recovered records:   {}", stats.recovery.records);
-    match &stats.recovery.tail_cut {
-        None => println!("tail cut at open:    none"),
-        Some(cut) => {
-            println!(
-                "tail cut at open:    {} bytes of {} at offset {}, kept as {}; versions continue after {}",
-                cut.bytes,
-                cut.segment,
-                cut.offset,
-                cut.kept_as.as_deref().unwrap_or("(nothing cut: read-only)"),
-                cut.versions_skipped_to
-            );
-            println!("                     {}", cut.kind.explain());
-        }
-    }
-    println!(
-        "this process:        {} puts, {} deletes, {} batches, {} gets, {} fsyncs",
-        m.puts, m.deletes, m.batches, m.gets, m.fsyncs
-    );
-    if let Some(reason) = &s.poisoned {
-        println!("WRITES REFUSED:      {reason}");
-    }
-}
-
-fn verify(config: &Config, json: bool) -> Result<ExitCode, CliError> {
-    let results = verify_segments(config)?;
-    let corrupt = results.iter().any(|r| r.verdict.is_corrupt());
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&results).expect("verification serializes")
-        );
-    } else {
-        for r in &results {
-            let verdict = match &r.verdict {
-                SegmentVerdict::Ok => "ok".to_string(),
-                SegmentVerdict::Unlisted => {
-                    "not part of the store (left by an interrupted operation; removed on the next open)"
-                        .to_string()
-                }
-                SegmentVerdict::TornTail {
-                    offset,
-                    bytes,
-                    kind,
-                } => format!(
-                    "damaged tail at offset {offset} ({bytes} bytes, cut on the next open and kept beside the segment): {}",
-                    kind.explain()
-                ),
-                SegmentVerdict::Corrupt {
-                    offset,
-                    reason,
-                    damaged_ranges,
-                } => {
-                    format!(
-                        "CORRUPT at offset {offset}: {reason} ({damaged_ranges} damaged range(s))"
-                    )
-                }
-            };
-            println!(
-                "{}: {} bytes, {} records, {} commands: {verdict}",
-                r.file, r.bytes, r.records, r.commands
-            );
-        }
-        println!(
-            "{} segment(s) checked, {}",
-            results.len(),
-            if corrupt {
-                "corruption found"
-            } else {
-                "no corruption"
-            }
-        );
-    }
-    Ok(if corrupt {
-        ExitCode::from(EXIT_CORRUPT)
-    } else {
-        ExitCode::SUCCESS
-    })
 }

@@ -58,31 +58,34 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Fsync cadence. Default `always`.
     pub sync: SyncMode,
-    /// Period of the background flusher when `sync = "interval"`. Default 100 ms.
+    /// Period of the background flusher when `sync = "interval"`. Default
+    /// 100 ms; at most an hour.
     pub sync_interval_ms: u64,
     /// A segment is sealed and a new one started once it would grow past this.
     /// Default 64 MiB; from 4 KiB to 2 GiB.
     pub segment_size_bytes: u64,
     /// Zeroed space written ahead of the log tail in the fsyncing modes, so an
     /// fdatasync does not also have to journal a new file size. Default 1 MiB;
-    /// 0 disables; capped at a quarter of `segment_size_bytes`.
+    /// 0 disables; capped at a quarter of `segment_size_bytes`; at most 2 GiB.
     pub preallocate_bytes: u64,
     /// Largest key accepted. Default 4096; at most 65535 (the format's limit).
     pub max_key_bytes: u32,
     /// Largest value accepted. Default 16 MiB; at most 1 GiB.
     pub max_value_bytes: u32,
-    /// Most operations (and most conditions) in one batch. Default 10,000.
+    /// Most operations (and most conditions) in one batch. Default 10,000;
+    /// at most 2^24.
     pub max_batch_ops: u32,
     /// Largest encoded batch. Default 64 MiB; at most 1 GiB.
     pub max_batch_bytes: u64,
     /// Most bytes one group commit appends before it syncs and lets the next
-    /// group start. Default 4 MiB.
+    /// group start. Default 4 MiB; at most 1 GiB.
     pub max_commit_group_bytes: u64,
     /// How long a group commit's leader may wait for the writers of the
     /// previous group to queue up again before it commits, so they share
     /// one fsync. A lone writer never waits. Default 50 µs; 0 disables.
     pub group_commit_wait_us: u64,
-    /// Keys the index has room for before it first grows. Default 0.
+    /// Keys the index has room for before it first grows (allocated at
+    /// open). Default 0; at most 2^30.
     pub index_initial_capacity: usize,
     /// Occupancy at which the index doubles, in (0, 0.875]. Default 0.875
     /// (the ceiling of the underlying SwissTable).
@@ -92,11 +95,12 @@ pub struct Config {
     /// Most entries the hot index keeps in memory; keys beyond it are found
     /// through segment metadata. 0 (the default): no limit, every key stays
     /// hot. The keys of the active segment always stay hot, so the index may
-    /// pass a budget smaller than the active segment's distinct keys.
+    /// pass a budget smaller than the active segment's distinct keys. At
+    /// most 2^40.
     pub hot_index_max_entries: u64,
     /// The same budget in bytes of hash tables (about 29 bytes per entry,
     /// rounded down to whole table sizes). 0 (the default): no limit. With
-    /// both set, the smaller wins.
+    /// both set, the smaller wins. At most 1 TiB.
     pub hot_index_max_bytes: u64,
     /// Bloom filter bits per key in segment metadata. Default 10 (about 1%
     /// false positives); 1..=32.
@@ -106,7 +110,8 @@ pub struct Config {
     /// Default 0.5; in (0, 1].
     pub compaction_dead_ratio: f64,
     /// Period of the maintenance thread, which writes segment metadata,
-    /// fills the hot index after a restart and starts compactions. Default 100 ms.
+    /// fills the hot index after a restart and starts compactions. Default
+    /// 100 ms; at most an hour.
     pub maintenance_interval_ms: u64,
 }
 
@@ -143,6 +148,19 @@ const MAX_LOAD_FACTOR: f64 = 0.875;
 const MAX_GROUP_COMMIT_WAIT_US: u64 = 10_000;
 /// The smallest byte budget: a few buckets per index shard.
 const MIN_HOT_INDEX_BYTES: u64 = 64 << 10;
+/// Longest period of the flusher and of the maintenance thread: an hour.
+const MAX_PERIOD_MS: u64 = 3_600_000;
+/// Most operations of a batch: far more than fit `max_batch_bytes` at its
+/// ceiling with the smallest records.
+const MAX_BATCH_OPS: u32 = 1 << 24;
+const MAX_COMMIT_GROUP_BYTES: u64 = 1 << 30;
+/// Most keys the index is sized for at open (about 31 GiB of tables, all
+/// allocated at once); a bigger index grows to it by itself.
+const MAX_INDEX_INITIAL_CAPACITY: usize = 1 << 30;
+/// Ceilings of the hot-index budgets, far above any real store: a bigger
+/// number is a typo, not a budget (0 means no limit).
+const MAX_HOT_INDEX_ENTRIES: u64 = 1 << 40;
+const MAX_HOT_INDEX_BYTES: u64 = 1 << 40;
 
 impl Config {
     /// A config for `data_dir` with every other field at its default.
@@ -164,11 +182,14 @@ impl Config {
     }
 
     /// Checks every field against its range; the error names the field.
+    /// Every size and period has an upper bound, so that no value can make
+    /// the store allocate without bound, overflow or wait forever.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |field, reason: String| Err(ConfigError { field, reason });
         if self.data_dir.as_os_str().is_empty() {
             return fail("data_dir", "must not be empty".into());
         }
+        self.validate_ceilings()?;
         if self.sync == SyncMode::Interval && self.sync_interval_ms == 0 {
             return fail(
                 "sync_interval_ms",
@@ -251,6 +272,59 @@ impl Config {
                 "hot_index_max_bytes",
                 format!("must be 0 (no limit) or at least {MIN_HOT_INDEX_BYTES}"),
             );
+        }
+        Ok(())
+    }
+
+    /// The upper bounds that the range checks of [`Config::validate`] do
+    /// not already imply.
+    fn validate_ceilings(&self) -> Result<(), ConfigError> {
+        let capacity = u64::try_from(self.index_initial_capacity).unwrap_or(u64::MAX);
+        let ceilings: [(&'static str, u64, u64); 8] = [
+            ("sync_interval_ms", self.sync_interval_ms, MAX_PERIOD_MS),
+            (
+                "maintenance_interval_ms",
+                self.maintenance_interval_ms,
+                MAX_PERIOD_MS,
+            ),
+            (
+                "preallocate_bytes",
+                self.preallocate_bytes,
+                MAX_SEGMENT_BYTES,
+            ),
+            (
+                "max_batch_ops",
+                u64::from(self.max_batch_ops),
+                u64::from(MAX_BATCH_OPS),
+            ),
+            (
+                "max_commit_group_bytes",
+                self.max_commit_group_bytes,
+                MAX_COMMIT_GROUP_BYTES,
+            ),
+            (
+                "index_initial_capacity",
+                capacity,
+                MAX_INDEX_INITIAL_CAPACITY as u64,
+            ),
+            (
+                "hot_index_max_entries",
+                self.hot_index_max_entries,
+                MAX_HOT_INDEX_ENTRIES,
+            ),
+            (
+                "hot_index_max_bytes",
+                self.hot_index_max_bytes,
+                MAX_HOT_INDEX_BYTES,
+            ),
+        ];
+        for (field, value, max) in ceilings {
+            if value > max {
+                return Err(ConfigError {
+                    field,
+                    reason: format!("{value} is over the limit of {max}"),
+                });
+            }
         }
         Ok(())
     }
@@ -349,6 +423,90 @@ mod tests {
         ];
         for (config, field) in cases {
             assert_eq!(config.validate().unwrap_err().field, field);
+        }
+    }
+
+    /// Every size and period has a ceiling: the largest values a config
+    /// file can hold are refused by name, and the ceilings themselves pass.
+    #[test]
+    fn every_size_and_period_has_a_ceiling() {
+        type Set = fn(&mut Config, u64);
+        let fields: [(&str, Set, u64); 9] = [
+            (
+                "sync_interval_ms",
+                |c, v| c.sync_interval_ms = v,
+                MAX_PERIOD_MS,
+            ),
+            (
+                "maintenance_interval_ms",
+                |c, v| c.maintenance_interval_ms = v,
+                MAX_PERIOD_MS,
+            ),
+            (
+                "preallocate_bytes",
+                |c, v| c.preallocate_bytes = v,
+                MAX_SEGMENT_BYTES,
+            ),
+            (
+                "max_batch_ops",
+                |c, v| c.max_batch_ops = v as u32,
+                u64::from(MAX_BATCH_OPS),
+            ),
+            (
+                "max_commit_group_bytes",
+                |c, v| c.max_commit_group_bytes = v,
+                MAX_COMMIT_GROUP_BYTES,
+            ),
+            (
+                "index_initial_capacity",
+                |c, v| c.index_initial_capacity = v as usize,
+                MAX_INDEX_INITIAL_CAPACITY as u64,
+            ),
+            (
+                "hot_index_max_entries",
+                |c, v| c.hot_index_max_entries = v,
+                MAX_HOT_INDEX_ENTRIES,
+            ),
+            (
+                "hot_index_max_bytes",
+                |c, v| c.hot_index_max_bytes = v,
+                MAX_HOT_INDEX_BYTES,
+            ),
+            (
+                "group_commit_wait_us",
+                |c, v| c.group_commit_wait_us = v,
+                MAX_GROUP_COMMIT_WAIT_US,
+            ),
+        ];
+        for (field, set, max) in fields {
+            let mut config = Config::default();
+            set(&mut config, max);
+            assert_eq!(config.validate(), Ok(()), "{field} at its ceiling");
+            for too_big in [max + 1, 99_999_999_999_999, i64::MAX as u64, u64::MAX] {
+                let mut config = Config::default();
+                set(&mut config, too_big);
+                // `max_batch_ops` is a u32: only values that fit it are tried.
+                if field == "max_batch_ops" && too_big > u64::from(u32::MAX) {
+                    continue;
+                }
+                let err = config.validate().unwrap_err();
+                assert_eq!(err.field, field, "{too_big}: {err}");
+            }
+        }
+        // The values of issue 17: an abort and a panic before.
+        for too_big in [99_999_999_999_999usize, usize::MAX] {
+            let config = Config {
+                index_initial_capacity: too_big,
+                ..Config::default()
+            };
+            let err = config.validate().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid configuration: index_initial_capacity: {too_big} is over the limit of {}",
+                    MAX_INDEX_INITIAL_CAPACITY
+                )
+            );
         }
     }
 }

@@ -42,7 +42,7 @@ pub use engine::{Applied, EngineBuilder, EngineOptions, KvEngine, ReadContext, S
 pub use error::{ConfigError, Corruption, Error, InputError, Result, display_key};
 pub use metrics::{Counter, Latency, LatencySummary, MetricsHook, MetricsSnapshot};
 pub use replication::{CommandSubmitter, SnapshotProvider};
-pub use snapshot::{SnapshotInfo, restore_snapshot};
+pub use snapshot::{SNAPSHOT_MAGIC, SnapshotInfo, restore_snapshot};
 pub use state::{KvState, Outcome};
 pub use storage::{
     CompactionReport, OpenReport, RecordInfo, SalvageNote, SegmentInfo, SegmentVerdict,

@@ -21,6 +21,7 @@ use crate::log_segment::{MAX_FORMAT_KEY_BYTES, MAX_FORMAT_VALUE_BYTES};
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 
+/// The first eight bytes of every snapshot image.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"HTKVSNAP";
 pub const SNAPSHOT_END_MAGIC: [u8; 8] = *b"HTKVEND\0";
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;

@@ -3,8 +3,11 @@
 use serde::{Deserialize, Serialize};
 
 /// How `hightower auth` hashes new passwords. A login rehashes a password
-/// whose stored hash used other settings, so every command should see the
-/// same ones: put them here rather than in flags.
+/// whose stored hash is weaker (bcrypt, below the floor, or at most these
+/// settings in both memory and passes), never towards weaker settings; so
+/// every command should see the same ones: put them here rather than in
+/// flags. Argon2id settings below the floor ([`super::ARGON2_FLOOR_M_KIB`],
+/// OWASP's minimums) are refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {

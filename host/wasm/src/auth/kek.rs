@@ -1,21 +1,30 @@
 //! The key-encryption keys (KEKs) of the auth service's metadata.
 //!
 //! Taken from the environment variable `HIGHTOWER_AUTH_KEK` if it is set,
-//! else from the key file `<data dir>/auth.kek`, which is created with mode
-//! 0600 (32 random bytes, key id 1) the first time it is needed. Both hold
+//! else from the key file `<data dir>/auth.kek` ([`KeyFile`]). Both hold
 //! entries `<id>:<64 hex digits>` separated by newlines or commas (`#`
 //! starts a comment line); the highest id encrypts new metadata, all of
 //! them decrypt. To rotate, add an entry with a higher id.
 //!
+//! The key file is created (mode 0600, 32 random bytes, key id 1) only by
+//! [`super::AuthClient::load_for_data_dir`], and only into a store that holds
+//! no metadata encrypted under any key: a store restored from a snapshot
+//! needs the key file that was backed up beside the snapshot.
+//!
 //! Nothing here puts key bytes in an error message or `Debug` output.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt, PermissionsExt};
+
 pub const KEK_ENV: &str = "HIGHTOWER_AUTH_KEK";
 pub const KEK_FILE: &str = "auth.kek";
+/// Largest key file read (a few hundred keys); a bigger one is refused
+/// rather than read into memory.
+pub const MAX_KEK_FILE_BYTES: u64 = 64 << 10;
 
 /// The KEKs, by id.
 #[derive(Clone)]
@@ -32,6 +41,7 @@ impl std::fmt::Debug for KeyRing {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KekError {
     #[error("{source_name}: entry {entry} is not <id>:<64 hex digits>")]
     Malformed { source_name: String, entry: usize },
@@ -41,6 +51,20 @@ pub enum KekError {
     Empty { source_name: String },
     #[error("key file {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error(
+        "key file {path} is {what}, not a regular file; Hightower follows no links in the data directory"
+    )]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error("key file {path} is larger than {MAX_KEK_FILE_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error(
+        "the store holds auth metadata encrypted under key id{} {}, but there is no key file {path} \
+         and {KEK_ENV} is not set: restore the key file kept with the store's backup \
+         (a snapshot does not carry it); no new key was created",
+        if ids.len() == 1 { "" } else { "s" },
+        join_ids(ids)
+    )]
+    MissingForStore { path: PathBuf, ids: Vec<u32> },
     #[error("key file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -49,9 +73,16 @@ pub enum KekError {
     },
 }
 
+fn join_ids(ids: &[u32]) -> String {
+    ids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Where the keys came from (for messages; never the keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
+pub enum KekSource {
     Env,
     File { path: PathBuf, created: bool },
 }
@@ -96,91 +127,11 @@ impl KeyRing {
         Ok(KeyRing { keys })
     }
 
-    /// From `HIGHTOWER_AUTH_KEK`, else from (or into) `<data_dir>/auth.kek`.
-    pub fn from_env_or_data_dir(data_dir: &Path) -> Result<(Self, KeySource), KekError> {
-        if let Some(value) = std::env::var_os(KEK_ENV) {
-            let text = value.to_string_lossy();
-            return Ok((Self::parse(&text, KEK_ENV)?, KeySource::Env));
-        }
-        let path = data_dir.join(KEK_FILE);
-        let (ring, created) = Self::load_or_create(&path)?;
-        Ok((ring, KeySource::File { path, created }))
-    }
-
-    /// Reads the key file, or creates it (mode 0600, one fresh key with id
-    /// 1) if it does not exist. Refuses a file readable by others.
-    ///
-    /// A new file is written and fsynced under a temporary name, then
-    /// hard-linked into place: the key file appears complete or not at all
-    /// (a crash cannot leave an empty one, which would lock the metadata
-    /// out), and of two processes creating it at once one wins and the
-    /// other reads the winner's key.
-    pub fn load_or_create(path: &Path) -> Result<(Self, bool), KekError> {
-        let io = |source| KekError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        match Self::load(path) {
-            Err(KekError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
-            other => return other.map(|ring| (ring, false)),
-        }
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = path
-            .file_name()
-            .map_or("key".into(), |n| n.to_string_lossy());
-        let tmp = path.with_file_name(format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut key = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut r| r.read_exact(&mut key))
-            .map_err(io)?;
-        let text = format!(
-            "# Hightower auth key-encryption keys: <id>:<hex>. Keep secret.\n1:{}\n",
-            encode_hex(&key)
-        );
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut file| {
-                file.write_all(text.as_bytes())?;
-                file.sync_all()
-            })
-            .and_then(|()| std::fs::hard_link(&tmp, path));
-        let _ = std::fs::remove_file(&tmp);
-        match written {
-            Ok(()) => {
-                if let Some(dir) = path.parent() {
-                    // Make the new name durable too.
-                    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-                }
-                Ok((KeyRing::single(key), true))
-            }
-            Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok((Self::load(path)?, false)),
-            Err(err) => Err(io(err)),
-        }
-    }
-
-    /// Reads an existing key file; refuses one readable by others.
-    fn load(path: &Path) -> Result<Self, KekError> {
-        let io = |source| KekError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KekError::TooOpen {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        Self::parse(&text, &path.display().to_string())
+    /// The keys of `HIGHTOWER_AUTH_KEK`, if it is set.
+    pub fn from_env() -> Result<Option<Self>, KekError> {
+        std::env::var_os(KEK_ENV)
+            .map(|value| Self::parse(&value.to_string_lossy(), KEK_ENV))
+            .transpose()
     }
 
     pub fn ids(&self) -> Vec<u32> {
@@ -194,6 +145,151 @@ impl KeyRing {
 
     pub(crate) fn keys(&self) -> &[(u32, [u8; 32])] {
         &self.keys
+    }
+}
+
+/// The key file `auth.kek` in a data directory, reached like every other
+/// file of the store through a `cap_std` directory handle: a symbolic link,
+/// a directory or anything but a regular file under that name is refused.
+pub struct KeyFile {
+    dir: Dir,
+    path: PathBuf,
+}
+
+impl KeyFile {
+    /// The key file of `data_dir`, which must exist.
+    pub fn in_data_dir(data_dir: &Path) -> Result<Self, KekError> {
+        let path = data_dir.join(KEK_FILE);
+        let dir = Dir::open_ambient_dir(data_dir, ambient_authority()).map_err(|source| {
+            KekError::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        Ok(KeyFile { dir, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, source: std::io::Error) -> KekError {
+        KekError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The keys, or `None` if there is no key file. Refuses a file readable
+    /// by others, a link, a directory and a file over [`MAX_KEK_FILE_BYTES`].
+    pub fn load(&self) -> Result<Option<KeyRing>, KekError> {
+        // Checked before opening (opening a FIFO could block) and again on
+        // the open file, which must be the same one (no swap in between).
+        let named = match self.dir.symlink_metadata(KEK_FILE) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(self.io(err)),
+        };
+        self.check_regular(&named.file_type())?;
+        let mut options = OpenOptions::new();
+        options
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        let file = self
+            .dir
+            .open_with(KEK_FILE, &options)
+            .map_err(|e| self.io(e))?;
+        let meta = file.metadata().map_err(|e| self.io(e))?;
+        self.check_regular(&meta.file_type())?;
+        if (meta.dev(), meta.ino()) != (named.dev(), named.ino()) {
+            return Err(self.io(std::io::Error::other(
+                "the file was replaced while it was opened",
+            )));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KekError::TooOpen {
+                path: self.path.clone(),
+                mode,
+            });
+        }
+        let mut text = String::new();
+        file.into_std()
+            .take(MAX_KEK_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| self.io(e))?;
+        if text.len() as u64 > MAX_KEK_FILE_BYTES {
+            return Err(KekError::TooLarge {
+                path: self.path.clone(),
+            });
+        }
+        KeyRing::parse(&text, &self.path.display().to_string()).map(Some)
+    }
+
+    fn check_regular(&self, file_type: &cap_std::fs::FileType) -> Result<(), KekError> {
+        let what = if file_type.is_file() {
+            return Ok(());
+        } else if file_type.is_symlink() {
+            "a symbolic link"
+        } else if file_type.is_dir() {
+            "a directory"
+        } else {
+            "a special file"
+        };
+        Err(KekError::NotAFile {
+            path: self.path.clone(),
+            what,
+        })
+    }
+
+    /// Creates the key file (mode 0600, one fresh key with id 1); if it
+    /// appeared meanwhile, loads that one instead. Returns the keys and
+    /// whether this call created them.
+    ///
+    /// The file is written and fsynced under a temporary name, then
+    /// hard-linked into place: the key file appears complete or not at all
+    /// (a crash cannot leave an empty one, which would lock the metadata
+    /// out), and of two processes creating it at once one wins and the
+    /// other reads the winner's key.
+    pub fn create(&self) -> Result<(KeyRing, bool), KekError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let tmp = format!(
+            ".{KEK_FILE}.{}.{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut r| r.read_exact(&mut key))
+            .map_err(|e| self.io(e))?;
+        let text = format!(
+            "# Hightower auth key-encryption keys: <id>:<hex>. Keep secret; back it up with the store.\n1:{}\n",
+            encode_hex(&key)
+        );
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true).mode(0o600);
+        let written = self
+            .dir
+            .open_with(&tmp, &options)
+            .and_then(|file| {
+                let mut file = file.into_std();
+                file.write_all(text.as_bytes())?;
+                file.sync_all()
+            })
+            .and_then(|()| self.dir.hard_link(&tmp, &self.dir, KEK_FILE));
+        let _ = self.dir.remove_file(&tmp);
+        match written {
+            Ok(()) => {
+                // Make the new name durable too.
+                let _ = self.dir.open(".").and_then(|dir| dir.into_std().sync_all());
+                Ok((KeyRing::single(key), true))
+            }
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => match self.load()? {
+                Some(ring) => Ok((ring, false)),
+                None => Err(self.io(err)),
+            },
+            Err(err) => Err(self.io(err)),
+        }
     }
 }
 
@@ -215,44 +311,47 @@ fn encode_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn key_file() -> (tempfile::TempDir, KeyFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyFile::in_data_dir(dir.path()).unwrap();
+        (dir, file)
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
 
     #[test]
     fn key_file_is_created_0600_and_reloaded() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(KEK_FILE);
-        let (ring, created) = KeyRing::load_or_create(&path).unwrap();
+        let (_dir, file) = key_file();
+        assert!(file.load().unwrap().is_none());
+        let (ring, created) = file.create().unwrap();
         assert!(created);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let (again, created) = KeyRing::load_or_create(&path).unwrap();
-        assert!(!created);
+        assert_eq!(mode_of(file.path()), 0o600);
+        let again = file.load().unwrap().unwrap();
         assert_eq!(again.keys(), ring.keys());
         assert_eq!(ring.current(), 1);
         // Debug shows ids only.
         let hex = encode_hex(&ring.keys()[0].1);
         assert!(!format!("{ring:?}").contains(&hex[..16]));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(
-            KeyRing::load_or_create(&path),
-            Err(KekError::TooOpen { .. })
-        ));
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(file.load(), Err(KekError::TooOpen { .. })));
     }
 
     #[test]
     fn concurrent_creators_agree_on_one_complete_key_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(KEK_FILE);
+        let (dir, file) = key_file();
         let results: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| KeyRing::load_or_create(&path).unwrap()))
-                .collect();
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| file.create().unwrap())).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1);
         for (ring, _) in &results {
             assert_eq!(ring.keys(), results[0].0.keys());
         }
-        assert_eq!(mode_of(&path), 0o600);
+        assert_eq!(mode_of(file.path()), 0o600);
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -260,15 +359,54 @@ mod tests {
             .collect();
         assert_eq!(names, [KEK_FILE]);
         // An empty key file (never written by us) is refused, not replaced.
-        std::fs::write(&path, "").unwrap();
-        assert!(matches!(
-            KeyRing::load_or_create(&path),
-            Err(KekError::Empty { .. })
-        ));
+        std::fs::write(file.path(), "").unwrap();
+        assert!(matches!(file.load(), Err(KekError::Empty { .. })));
     }
 
-    fn mode_of(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    /// Like every other file of the store: a link is not followed (not even
+    /// to a private file elsewhere), a directory is named as one, and a
+    /// huge file is not read.
+    #[test]
+    fn links_directories_and_huge_files_are_refused_by_name() {
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("elsewhere.kek");
+        std::fs::write(&target, format!("1:{}\n", "11".repeat(32))).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (_dir, file) = key_file();
+        std::os::unix::fs::symlink(&target, file.path()).unwrap();
+        let err = file.load().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KekError::NotAFile {
+                    what: "a symbolic link",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("auth.kek is a symbolic link"),
+            "{err}"
+        );
+        // Creating does not write through the link either.
+        assert!(file.create().is_err());
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            format!("1:{}\n", "11".repeat(32))
+        );
+
+        let (_dir, file) = key_file();
+        std::fs::create_dir(file.path()).unwrap();
+        let err = file.load().unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+
+        let (_dir, file) = key_file();
+        let mut big = format!("1:{}\n", "22".repeat(32));
+        big.push_str(&"#".repeat(MAX_KEK_FILE_BYTES as usize));
+        std::fs::write(file.path(), big).unwrap();
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(file.load(), Err(KekError::TooLarge { .. })));
     }
 
     #[test]

@@ -9,11 +9,16 @@
 
 mod config;
 pub mod kek;
+mod scope;
 mod types;
 
 pub use config::AuthConfig;
-pub use kek::{KEK_ENV, KEK_FILE, KekError, KeyRing, KeySource};
-pub use types::{ApiKey, Argon2Params, AuthError, Hasher, NewApiKey, Principal, User, UserPage};
+pub use kek::{KEK_ENV, KEK_FILE, KekError, KekSource, KeyFile, KeyRing};
+pub use scope::{AUTH_KEYS_PREFIX, Access, MAX_SCOPES, Scope, ScopeError};
+pub use types::{
+    ARGON2_FLOOR_M_KIB, ApiKey, Argon2Params, AuthError, Hasher, NewApiKey, Principal, ScopeChange,
+    User, UserPage,
+};
 use types::{WitKek, WitServiceConfig};
 
 use std::sync::Arc;
@@ -36,6 +41,9 @@ pub enum AuthClientError {
     /// The component could not be loaded or was stopped.
     #[error(transparent)]
     Wasm(#[from] WasmError),
+    /// The key-encryption keys are missing or unusable.
+    #[error(transparent)]
+    Kek(#[from] KekError),
 }
 
 pub type Result<T> = std::result::Result<T, AuthClientError>;
@@ -58,6 +66,47 @@ impl AuthClient {
     /// Loads the embedded component into `runtime`, granted `auth/`.
     pub fn load(runtime: &WasmRuntime, hasher: Hasher, keys: &KeyRing) -> Result<Self> {
         Self::load_component(runtime, COMPONENT, hasher, keys)
+    }
+
+    /// Loads the embedded component with the keys of `HIGHTOWER_AUTH_KEK`,
+    /// else of the key file in `data_dir` (see [`kek`]). Creates that file
+    /// if there is none, but only into a store whose metadata needs no key:
+    /// a store restored from a snapshot without its key file is refused
+    /// with [`KekError::MissingForStore`] naming the ids it needs. Returns
+    /// where the keys came from.
+    pub fn load_for_data_dir(
+        runtime: &WasmRuntime,
+        hasher: Hasher,
+        data_dir: &std::path::Path,
+    ) -> Result<(Self, KekSource)> {
+        let extension = Arc::new(runtime.load("guest-auth", COMPONENT, &[NAMESPACE])?);
+        if let Some(keys) = KeyRing::from_env()? {
+            return Ok((Self::with(extension, hasher, &keys), KekSource::Env));
+        }
+        let file = KeyFile::in_data_dir(data_dir)?;
+        let (keys, created) = match file.load()? {
+            Some(keys) => (keys, false),
+            None => {
+                let (ids,) = extension.call::<(), (std::result::Result<Vec<u32>, AuthError>,)>(
+                    "kek-ids-in-use",
+                    (),
+                )?;
+                let ids = ids?;
+                if !ids.is_empty() {
+                    return Err(KekError::MissingForStore {
+                        path: file.path().to_path_buf(),
+                        ids,
+                    }
+                    .into());
+                }
+                file.create()?
+            }
+        };
+        let source = KekSource::File {
+            path: file.path().to_path_buf(),
+            created,
+        };
+        Ok((Self::with(extension, hasher, &keys), source))
     }
 
     /// Loads another build of the service (benchmarks, tests).
@@ -109,14 +158,19 @@ impl AuthClient {
         Ok(result?)
     }
 
-    /// Registers a user; [`AuthError::UsernameTaken`] if the name is in use.
+    /// Registers a user with its scopes (README "Scopes");
+    /// [`AuthError::UsernameTaken`] if the name is in use.
     pub fn create_user(
         &self,
         username: &str,
         password: &str,
         metadata: Option<&[u8]>,
+        scopes: &[String],
     ) -> Result<User> {
-        self.call("create-user", (&self.config, username, password, metadata))
+        self.call(
+            "create-user",
+            (&self.config, username, password, metadata, scopes),
+        )
     }
 
     /// Checks a password ([`AuthError::InvalidCredentials`] for an unknown
@@ -147,6 +201,11 @@ impl AuthClient {
         self.call("delete-user", (&self.config, user_id))
     }
 
+    /// Changes a user's scopes atomically; returns the user as it is now.
+    pub fn update_user_scopes(&self, user_id: &str, change: &ScopeChange) -> Result<User> {
+        self.call("update-user-scopes", (&self.config, user_id, change))
+    }
+
     pub fn list_users(&self, cursor: Option<&str>, limit: u32) -> Result<UserPage> {
         self.call("list-users", (&self.config, cursor, limit))
     }
@@ -171,6 +230,11 @@ impl AuthClient {
 
     pub fn revoke_api_key(&self, key_id: &str) -> Result<()> {
         self.call("revoke-api-key", (&self.config, key_id))
+    }
+
+    /// Removes a key (revoked or not) and its entry in its user's key list.
+    pub fn delete_api_key(&self, key_id: &str) -> Result<()> {
+        self.call("delete-api-key", (&self.config, key_id))
     }
 
     pub fn list_api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {

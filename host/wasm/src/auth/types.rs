@@ -23,6 +23,29 @@ pub struct Argon2Params {
     pub p: u32,
 }
 
+/// The floor of Argon2id parameters, which the component enforces:
+/// OWASP's equally strong minimum configurations (Password Storage Cheat
+/// Sheet), as (passes `t`, least memory in KiB). `t = 5` and more need
+/// 7168 KiB; lanes (`p`) split the memory and add no strength.
+pub const ARGON2_FLOOR_M_KIB: [(u32, u32); 5] =
+    [(1, 47104), (2, 19456), (3, 12288), (4, 9216), (5, 7168)];
+
+impl Argon2Params {
+    /// The least memory (KiB) allowed with `t` passes; `None` for `t = 0`.
+    pub fn floor_m_kib(t: u32) -> Option<u32> {
+        ARGON2_FLOOR_M_KIB
+            .iter()
+            .rev()
+            .find(|(passes, _)| t >= *passes)
+            .map(|(_, m_kib)| *m_kib)
+    }
+
+    /// Whether these parameters are below the floor (`t = 0` is).
+    pub fn below_floor(&self) -> bool {
+        Self::floor_m_kib(self.t).is_none_or(|floor| self.m_kib < floor)
+    }
+}
+
 impl Default for Argon2Params {
     /// OWASP: m = 19 MiB, t = 2, p = 1.
     fn default() -> Self {
@@ -104,6 +127,14 @@ pub enum AuthError {
     Crypto(String),
     #[component(name = "storage")]
     Storage(String),
+    /// Stored metadata is encrypted under this key id, which is not
+    /// configured (a store restored without its key file).
+    #[component(name = "kek-missing")]
+    KekMissing(u32),
+    /// The configured key of this id is not the one stored metadata is
+    /// encrypted under.
+    #[component(name = "kek-mismatch")]
+    KekMismatch(u32),
 }
 
 impl std::fmt::Display for AuthError {
@@ -120,6 +151,17 @@ impl std::fmt::Display for AuthError {
             AuthError::Conflict => f.write_str("too many concurrent changes; retry"),
             AuthError::Crypto(m) => write!(f, "crypto error: {m}"),
             AuthError::Storage(m) => write!(f, "storage error: {m}"),
+            AuthError::KekMissing(id) => write!(
+                f,
+                "stored metadata is encrypted under key-encryption key id {id}, which is not \
+                 configured: restore the key file kept with the store's backup, or set \
+                 HIGHTOWER_AUTH_KEK to keys including id {id}"
+            ),
+            AuthError::KekMismatch(id) => write!(
+                f,
+                "the configured key-encryption key id {id} is not the key stored metadata is \
+                 encrypted under: restore the key file kept with the store's backup"
+            ),
         }
     }
 }
@@ -139,6 +181,24 @@ pub struct User {
     pub updated_at: u64,
     #[component(name = "metadata")]
     pub metadata: Option<Vec<u8>>,
+    /// The permissions of a password login (README "Scopes").
+    #[component(name = "scopes")]
+    pub scopes: Vec<String>,
+}
+
+/// A change of a user's scopes, applied atomically.
+#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
+#[component(variant)]
+pub enum ScopeChange {
+    /// Exactly these.
+    #[component(name = "set")]
+    Set(Vec<String>),
+    /// These too.
+    #[component(name = "add")]
+    Add(Vec<String>),
+    /// Not these.
+    #[component(name = "remove")]
+    Remove(Vec<String>),
 }
 
 #[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
