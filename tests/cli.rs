@@ -207,11 +207,18 @@ fn put_value_file_dash_reads_a_binary_value_from_stdin_byte_exact() {
 #[test]
 fn get_of_a_missing_key_exits_1_naming_the_key() {
     let store = Store::new();
-    // On a fresh store ...
-    store
-        .run(["get", "nope"])
-        .exactly(NOT_FOUND, b"", "hightower: key not found: \"nope\"\n");
-    // ... and on one holding other keys.
+    // A read needs a store: a missing data directory is named, not created
+    // (a mistyped --data-dir must not look like an empty store) ...
+    store.run(["get", "nope"]).exactly(
+        USAGE,
+        b"",
+        &format!(
+            "hightower: invalid configuration: data_dir: {} does not exist\n",
+            store.data.display()
+        ),
+    );
+    assert!(!store.data.exists());
+    // ... and on one holding other keys, an absent key exits 1.
     store.run(["put", "yes", "1"]).code(OK);
     store
         .run(["get", "nope"])
@@ -261,9 +268,8 @@ fn empty_key_is_bad_input_for_put_and_delete() {
     store
         .run(["delete", ""])
         .exactly(USAGE, b"", "hightower: key is empty\n");
-    // Nothing was written.
-    let stats = json(store.run(["stats", "--json"]).code(OK));
-    assert_eq!(stats["storage"]["committed_version"], 0, "{stats:#}");
+    // Nothing was written: not even the data directory was created.
+    assert!(!store.data.exists());
 }
 
 /// BUG: `get ""` exits 1 ("key not found: \"\"") instead of 2 ("key is
@@ -323,12 +329,9 @@ fn oversized_key_and_value_exit_2_naming_the_limit() {
         b"",
         "hightower: key is 9 bytes, over the limit of 8 bytes (max_key_bytes)\n",
     );
-    // Nothing was stored by the refused puts ...
-    store.run_with(&config, ["get", "k"]).exactly(
-        NOT_FOUND,
-        b"",
-        "hightower: key not found: \"k\"\n",
-    );
+    // Nothing was stored by the refused puts (the store was not even
+    // created) ...
+    assert!(!store.data.exists());
     // ... and exactly at the limits is fine.
     let value_16 = "v".repeat(16);
     store
@@ -481,6 +484,8 @@ fn stats_human_and_json() {
 #[test]
 fn stats_on_a_fresh_store() {
     let store = Store::new();
+    store.run(["stats"]).code(USAGE);
+    std::fs::create_dir(&store.data).unwrap();
     let stats = json(store.run(["stats", "--json"]).code(OK));
     assert_eq!(stats["storage"]["keys"], 0);
     assert_eq!(stats["storage"]["committed_version"], 0);
@@ -502,9 +507,12 @@ fn default_data_dir_is_hightower_data_in_the_working_directory() {
     assert!(!store.data.exists());
     store.bare().args(["get", "k"]).run().exactly(OK, b"v", "");
     store.cli().args(["get", "k"]).run().exactly(
-        NOT_FOUND,
+        USAGE,
         b"",
-        "hightower: key not found: \"k\"\n",
+        &format!(
+            "hightower: invalid configuration: data_dir: {} does not exist\n",
+            store.data.display()
+        ),
     );
 }
 
@@ -608,8 +616,15 @@ fn data_dir_flag_and_environment_override_the_config_file() {
         .arg(&config)
         .args(["get", "k"])
         .run()
-        .exactly(NOT_FOUND, b"", "hightower: key not found: \"k\"\n");
-    assert!(file_dir.is_dir());
+        .exactly(
+            USAGE,
+            b"",
+            &format!(
+                "hightower: invalid configuration: data_dir: {} does not exist\n",
+                file_dir.display()
+            ),
+        );
+    assert!(!file_dir.exists(), "a read creates nothing");
 }
 
 #[test]
@@ -1057,11 +1072,23 @@ fn torn_tail_of_the_newest_segment_is_not_corruption() {
             torn.len()
         )
     );
-    // Opening cuts it with a warning (on stderr), keeps the cut bytes in a
-    // file beside the segment, and serves the data.
+    // A read serves the data up to the damage and changes nothing.
     let out = store.run_with(&config, ["get", "b"]);
     out.code(OK);
     assert_eq!(out.stdout, b"2");
+    assert_eq!(std::fs::read(&seg1).unwrap(), torn);
+    let stats = json(store.run_with(&config, ["stats", "--json"]).code(OK));
+    assert_eq!(stats["recovery"]["tail_cut"]["bytes"], 13);
+    assert_eq!(
+        stats["recovery"]["tail_cut"]["kept_as"],
+        serde_json::Value::Null
+    );
+    // A writable open cuts it with a warning (on stderr), keeps the cut
+    // bytes in a file beside the segment, and moves versions past any the
+    // cut bytes could have held: "c" gets 4, not 3.
+    let out = store.run_with(&config, ["put", "c", "3"]);
+    out.code(OK);
+    assert_eq!(out.stdout, b"4\n");
     assert!(
         out.stderr.contains("cutting torn tail"),
         "{}",
@@ -1071,16 +1098,11 @@ fn torn_tail_of_the_newest_segment_is_not_corruption() {
         .data
         .join(format!("seg-0000000001.log.cut-{valid_end:010}"));
     assert_eq!(std::fs::read(&kept).unwrap(), [0x5a; 13]);
-    // The segment is cut back to its intact records, followed by a marker
-    // that moves versions past any the cut bytes could have held.
     let after = std::fs::read(&seg1).unwrap();
     assert_eq!(&after[..intact.len()], &intact[..]);
     let stats = json(store.run_with(&config, ["stats", "--json"]).code(OK));
-    assert_eq!(stats["storage"]["keys"], 2);
-    assert_eq!(stats["storage"]["committed_version"], 3);
-    store
-        .run_with(&config, ["put", "c", "3"])
-        .exactly(OK, b"4\n", "");
+    assert_eq!(stats["storage"]["keys"], 3);
+    assert_eq!(stats["storage"]["committed_version"], 4);
 }
 
 #[test]

@@ -213,7 +213,15 @@ impl Run {
             ),
         };
         let stdout = match &self.stdout {
-            Sink::Capture | Sink::Closed => Stdio::piped(),
+            Sink::Capture => Stdio::piped(),
+            // The reading end is closed before the child starts, so its
+            // very first write fails (closing it after the spawn raced with
+            // a fast child, whose output then fit in the pipe's buffer).
+            Sink::Closed => {
+                let (reader, writer) = std::io::pipe().expect("create a pipe");
+                drop(reader);
+                Stdio::from(writer)
+            }
             Sink::File(path) => Stdio::from(
                 std::fs::OpenOptions::new()
                     .write(true)
@@ -240,9 +248,6 @@ impl Run {
             }
             _ => None,
         };
-        if let Sink::Closed = self.stdout {
-            drop(child.stdout.take());
-        }
         let drain = |mut source: Box<dyn Read + Send>| {
             thread::spawn(move || {
                 let mut bytes = Vec::new();

@@ -316,7 +316,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         CliCommand::Get { key, show_version } => {
             Limits::from_config(&config).check_key(key.as_bytes())?;
-            let engine = KvEngine::open(config)?;
+            let engine = KvEngine::open_read_only(config)?;
             let Some(found) = engine.get_versioned(key.as_bytes())? else {
                 note!("hightower: key not found: {}", display_key(key.as_bytes()));
                 return Ok(ExitCode::from(EXIT_NOT_FOUND));
@@ -343,7 +343,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
         }
         CliCommand::Stats { json } => {
-            let engine = KvEngine::open(config)?;
+            let engine = KvEngine::open_read_only(config)?;
             print::stats(&mut out, &engine.stats(), json)?;
         }
         CliCommand::Verify { json } => {
@@ -379,7 +379,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
         }
         CliCommand::Inspect { what, json } => {
-            let engine = open_quiet(config)?;
+            let engine = KvEngine::open_read_only(config)?;
             match what {
                 None => print::segments(&mut out, &engine.inspect_segments()?, json)?,
                 Some(InspectCommand::Segment { id }) => {
@@ -389,7 +389,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             engine.close()?;
         }
         CliCommand::Snapshot(SnapshotCommand::Create { file }) => {
-            let engine = KvEngine::open(config)?;
+            let engine = KvEngine::open_read_only(config)?;
             if file.as_os_str() == "-" {
                 // The image is the output; its summary goes to stderr.
                 let info = out.stream(|w| engine.write_snapshot(w))?;
