@@ -65,6 +65,11 @@ pub enum Error {
     NotADirectory { path: PathBuf },
     #[error("data directory {} is locked by another process ({holder})", path.display())]
     Locked { path: PathBuf, holder: String },
+    #[error(
+        "data directory {} holds a snapshot restore that never completed (it was killed or failed); its store is partial: delete the directory's contents and run the restore again",
+        path.display()
+    )]
+    RestoreIncomplete { path: PathBuf },
     #[error("{file} has format version {found}; this build reads versions up to {supported}")]
     UnsupportedFormat {
         file: String,

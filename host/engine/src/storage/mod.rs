@@ -30,7 +30,6 @@ use crate::fault::IoFaults;
 use crate::index::{Index, IndexEntry, IndexStats};
 use crate::log_segment::{SEGMENT_HEADER_LEN, segment_file_name};
 use crate::metrics::{Metrics, MetricsHook};
-use crate::segment_meta::meta_file_name;
 
 pub use compaction::{CompactionPlan, CompactionReport, SegmentUsage, plan_compaction};
 pub use inspect::{RecordInfo, SegmentInfo};
@@ -362,17 +361,6 @@ impl Storage {
             live_keys: self.live_keys.load(Ordering::Relaxed),
         }
     }
-
-    /// Removes every file of this store (cleanup after a failed restore into
-    /// a directory that was empty). The store must not be used afterwards.
-    pub(crate) fn remove_all_files(&self) {
-        for id in self.dir.segment_ids().unwrap_or_default() {
-            let _ = self.dir.remove(&segment_file_name(id));
-            let _ = self.dir.remove(&meta_file_name(id));
-        }
-        let _ = self.dir.remove(crate::data_dir::LOCK_FILE_NAME);
-        let _ = self.dir.sync();
-    }
 }
 
 /// A frozen view of the store; see [`Storage::consistent_cut`].
@@ -567,15 +555,5 @@ mod tests {
             .collect();
         assert_eq!(keys.len(), 21);
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[test]
-    fn remove_all_files_leaves_an_empty_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let storage = open(tmp.path(), 4096);
-        write(&storage, 1, b"k", Some(b"v"));
-        storage.remove_all_files();
-        drop(storage);
-        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
 }
