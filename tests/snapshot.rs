@@ -9,11 +9,9 @@
 //! and a crafted image that promises more bytes than it holds costs no
 //! more memory than what it holds.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hightower_engine::data_dir::DataDir;
@@ -26,35 +24,12 @@ use proptest::prelude::*;
 mod rng;
 use rng::Rng;
 
-/// The system allocator, noting the largest single request.
-struct Largest;
-
-static LARGEST_ALLOCATION: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator.
-unsafe impl GlobalAlloc for Largest {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST_ALLOCATION.fetch_max(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        LARGEST_ALLOCATION.fetch_max(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LARGEST_ALLOCATION.fetch_max(new_size, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+#[path = "support/largest_alloc.rs"]
+mod largest_alloc;
+use largest_alloc::{LargestAllocation, take_largest_allocation};
 
 #[global_allocator]
-static ALLOCATOR: Largest = Largest;
+static ALLOCATOR: LargestAllocation = LargestAllocation;
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -203,9 +178,9 @@ fn a_length_promising_more_than_the_image_holds_costs_no_memory() {
         max_batch_bytes: 1 << 30,
         ..config(&target)
     };
-    LARGEST_ALLOCATION.store(0, Ordering::Relaxed);
+    take_largest_allocation();
     let err = restore_snapshot(roomy, &mut image.as_slice()).unwrap_err();
-    let largest = LARGEST_ALLOCATION.load(Ordering::Relaxed);
+    let largest = take_largest_allocation();
     assert!(err.to_string().contains("truncated"), "{err}");
     assert!(
         largest < 16 << 20,

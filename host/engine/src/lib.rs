@@ -11,6 +11,9 @@ pub mod data_dir;
 pub mod engine;
 pub mod error;
 pub mod fault;
+#[cfg(any(test, feature = "test-hooks"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod index;
 pub mod log_segment;
 pub mod metrics;

@@ -8,7 +8,7 @@ mod scan;
 
 pub use active::{ActiveSegment, sync_file_data};
 pub use format::{
-    Decoded, FORMAT_VERSION, MAX_COUNTER, MAX_FORMAT_KEY_BYTES, MAX_FORMAT_VALUE_BYTES,
+    Decoded, FORMAT_VERSION, MARKER_KEY, MAX_COUNTER, MAX_FORMAT_KEY_BYTES, MAX_FORMAT_VALUE_BYTES,
     RECORD_HEADER_LEN, Record, RecordKind, RecordSpec, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
     SegmentHeader, check_segment_header, decode_record, encode_header, encode_marker,
     encode_record, encode_segment_header, encoded_record_len, parse_segment_file_name,

@@ -141,6 +141,27 @@ pub fn encode_trailer(body_crc: u32) -> [u8; TRAILER_LEN] {
     trailer
 }
 
+/// A whole image of `entries` (already in log order) under `header`.
+pub fn image_bytes(header: ImageHeader, entries: &[ImageEntry]) -> Vec<u8> {
+    let mut image = encode_header(header).to_vec();
+    let mut body = crc32fast::Hasher::new();
+    let mut buf = Vec::new();
+    for entry in entries {
+        buf.clear();
+        encode_entry(
+            &mut buf,
+            entry.version,
+            entry.log_index,
+            &entry.key,
+            &entry.value,
+        );
+        body.update(&buf);
+        image.extend_from_slice(&buf);
+    }
+    image.extend_from_slice(&encode_trailer(body.finalize()));
+    image
+}
+
 /// Reads an image entry by entry, checking everything (see the module
 /// documentation). An entry is returned only once its checksum matched
 /// and it passed every check; the image as a whole is sound only once
@@ -390,14 +411,16 @@ pub(crate) mod tests {
     /// An image of `entries` (version, log index, key, value) under
     /// `header`, with every checksum right: what a crafted file looks like.
     pub(crate) fn crafted(header: ImageHeader, entries: &[Crafted<'_>]) -> Vec<u8> {
-        let mut image = encode_header(header).to_vec();
-        let mut body = Vec::new();
-        for &(version, log_index, key, value) in entries {
-            encode_entry(&mut body, version, log_index, key, value);
-        }
-        image.extend_from_slice(&body);
-        image.extend_from_slice(&encode_trailer(crc32fast::hash(&body)));
-        image
+        let entries: Vec<ImageEntry> = entries
+            .iter()
+            .map(|&(version, log_index, key, value)| ImageEntry {
+                version,
+                log_index,
+                key: key.to_vec(),
+                value: value.to_vec(),
+            })
+            .collect();
+        image_bytes(header, &entries)
     }
 
     pub(crate) fn header(last_log_index: u64, last_version: u64, entries: u64) -> ImageHeader {
