@@ -372,7 +372,13 @@ fn create_snapshot_file(
         let what = format!("{what} {}", path.display());
         move |source| Error::io(what, source)
     };
-    let out = std::fs::File::create_new(&partial).map_err(io("create", &partial))?;
+    // Owner only, like the data directory: the image holds every value.
+    let out = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new().write(true).create_new(true),
+        0o600,
+    )
+    .open(&partial)
+    .map_err(io("create", &partial))?;
     let mut writer = std::io::BufWriter::new(out);
     let info = hightower_engine::snapshot::write_snapshot(engine.state().storage(), &mut writer);
     let finished = info.and_then(|info| {
