@@ -241,6 +241,13 @@ fn spawn_restore(target: &Path, image: &Path) -> std::process::Child {
         .expect("spawn the restore child")
 }
 
+/// Every key and value of `engine`.
+fn contents(engine: &KvEngine) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let dump = engine.state().dump().unwrap().into_iter();
+    dump.map(|(key, versioned)| (key, versioned.value))
+        .collect()
+}
+
 /// What opening a target finds after a killed restore; panics on a
 /// partial store or any other error.
 fn outcome_after_kill(
@@ -265,13 +272,7 @@ fn outcome_after_kill(
         Err(Error::RestoreIncomplete { .. }) => "refused",
         Err(err) => panic!("{context}: open failed otherwise: {err}"),
         Ok(engine) => {
-            let got: BTreeMap<Vec<u8>, Vec<u8>> = engine
-                .state()
-                .dump()
-                .unwrap()
-                .into_iter()
-                .map(|(key, versioned)| (key, versioned.value))
-                .collect();
+            let got = contents(&engine);
             if got.is_empty() {
                 assert!(!has_segments, "{context}: segments but an empty store");
                 "empty"
@@ -290,16 +291,7 @@ fn outcome_after_kill(
 
 #[test]
 fn a_killed_restore_is_refused_until_deleted_and_never_opens_partial() {
-    let seed = std::env::var(SEED_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            (nanos as u64) ^ u64::from(std::process::id())
-        });
+    let seed = rng::seed_from_env(SEED_ENV);
     eprintln!("restore kill test: seed {seed}; replay with {SEED_ENV}={seed}");
     let mut rng = Rng::new(seed);
     let tmp = tempfile::tempdir().unwrap();
@@ -313,13 +305,7 @@ fn a_killed_restore_is_refused_until_deleted_and_never_opens_partial() {
             .put(format!("key-{i:05}").as_bytes(), &[(i % 251) as u8; 300])
             .unwrap();
     }
-    let expected: BTreeMap<Vec<u8>, Vec<u8>> = source
-        .state()
-        .dump()
-        .unwrap()
-        .into_iter()
-        .map(|(key, versioned)| (key, versioned.value))
-        .collect();
+    let expected = contents(&source);
     let image = tmp.path().join("image.snap");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&image).unwrap());
     source.serialize_snapshot(&mut file).unwrap();

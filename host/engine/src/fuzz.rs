@@ -11,13 +11,14 @@
 
 use std::sync::OnceLock;
 
+use crate::command::Limits;
 use crate::log_segment::{
     Decoded, RECORD_HEADER_LEN, RecordKind, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader,
     check_segment_header, decode_record, encode_marker, encode_record, encode_segment_header,
     find_next_record, scan_segment,
 };
 use crate::segment_meta::{BuildSpec, SegmentMeta, key_hash};
-use crate::snapshot::{ENTRY_HEADER_LEN, HEADER_LEN, ImageEntry, ImageLimits, ImageReader};
+use crate::snapshot::{ENTRY_HEADER_LEN, HEADER_LEN, ImageEntry, ImageReader};
 
 /// Decoded records and offsets visited at most per input, so that a large
 /// input stays a fast one.
@@ -119,13 +120,7 @@ fn fix_segment_checksums(bytes: &mut [u8]) {
     }
     let mut pos = SEGMENT_HEADER_LEN;
     while pos + RECORD_HEADER_LEN <= bytes.len() {
-        let key_len = u16::from_le_bytes([bytes[pos + 22], bytes[pos + 23]]) as usize;
-        let value_len = u32_at(bytes, pos + 24) as usize;
-        let Some(end) = (pos + RECORD_HEADER_LEN)
-            .checked_add(key_len)
-            .and_then(|n| n.checked_add(value_len))
-            .filter(|&end| end <= bytes.len())
-        else {
+        let Some(end) = framed_end(bytes, pos, RECORD_HEADER_LEN, 22) else {
             return;
         };
         let crc = crc32fast::hash(&bytes[pos + 4..end]);
@@ -226,9 +221,12 @@ fn fix_meta_checksums(bytes: &mut [u8], segment: &[u8], header: SegmentHeader) {
 // ---------------------------------------------------------------------------
 
 /// The limits images are read with: small, so inputs can exceed them.
-pub const FUZZ_IMAGE_LIMITS: ImageLimits = ImageLimits {
+pub const FUZZ_IMAGE_LIMITS: Limits = Limits {
     max_key_bytes: 64,
     max_value_bytes: 4096,
+    // Not used by the reader: each entry is a command of its own.
+    max_batch_ops: 1,
+    max_batch_bytes: 1,
 };
 
 /// Reads `data` (after the mode byte) as a snapshot image; an image that
@@ -288,13 +286,7 @@ fn fix_image_checksums(bytes: &mut [u8]) {
     let mut pos = HEADER_LEN;
     let mut done = 0u64;
     while done < entries && pos + ENTRY_HEADER_LEN <= bytes.len() {
-        let key_len = u16::from_le_bytes([bytes[pos + 20], bytes[pos + 21]]) as usize;
-        let value_len = u32_at(bytes, pos + 22) as usize;
-        let Some(end) = (pos + ENTRY_HEADER_LEN)
-            .checked_add(key_len)
-            .and_then(|n| n.checked_add(value_len))
-            .filter(|&end| end <= bytes.len())
-        else {
+        let Some(end) = framed_end(bytes, pos, ENTRY_HEADER_LEN, 20) else {
             return;
         };
         let crc = crc32fast::hash(&bytes[pos + 4..end]);
@@ -306,6 +298,19 @@ fn fix_image_checksums(bytes: &mut [u8]) {
     if done == entries && pos + 12 <= bytes.len() {
         bytes[pos + 8..pos + 12].copy_from_slice(&body.finalize().to_le_bytes());
     }
+}
+
+/// The end of the record or entry at `pos` whose `header_len`-byte header
+/// holds a u16 key length at `lengths_at` and a u32 value length after it,
+/// if it lies within `bytes`.
+fn framed_end(bytes: &[u8], pos: usize, header_len: usize, lengths_at: usize) -> Option<usize> {
+    let at = pos + lengths_at;
+    let key_len = u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+    let value_len = u32_at(bytes, at + 2) as usize;
+    (pos + header_len)
+        .checked_add(key_len)?
+        .checked_add(value_len)
+        .filter(|&end| end <= bytes.len())
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {

@@ -20,7 +20,7 @@
 
 use std::io::{self, Read};
 
-use crate::config::Config;
+use crate::command::Limits;
 use crate::error::{ConfigError, Corruption, Error, IoContext, Result};
 use crate::log_segment::{MAX_COUNTER, MAX_FORMAT_KEY_BYTES, MAX_FORMAT_VALUE_BYTES};
 
@@ -50,42 +50,33 @@ pub struct ImageHeader {
     pub entries: u64,
 }
 
-/// The largest key and value an image may hold: the target store's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ImageLimits {
-    pub max_key_bytes: usize,
-    pub max_value_bytes: usize,
-}
-
-impl ImageLimits {
-    pub fn of(config: &Config) -> Self {
-        ImageLimits {
-            max_key_bytes: config.max_key_bytes as usize,
-            max_value_bytes: config.max_value_bytes as usize,
-        }
+/// The error for an entry at `at` over the target store's key or value
+/// limit, if it is. (The batch limits do not apply: each entry is a
+/// command of its own.)
+fn excess(limits: &Limits, key_len: usize, value_len: usize, at: u64) -> Option<Error> {
+    let over = |field: &'static str, what: &str, len: usize, max: usize| {
+        Some(
+            ConfigError {
+                field,
+                reason: format!(
+                    "the snapshot holds a {what} of {len} bytes (entry at offset {at}), over this store's limit of {max} bytes"
+                ),
+            }
+            .into(),
+        )
+    };
+    if key_len > limits.max_key_bytes {
+        return over("max_key_bytes", "key", key_len, limits.max_key_bytes);
     }
-
-    /// The error for an entry at `at` over these limits, if it is.
-    fn excess(&self, key_len: usize, value_len: usize, at: u64) -> Option<Error> {
-        let over = |field: &'static str, what: &str, len: usize, max: usize| {
-            Some(
-                ConfigError {
-                    field,
-                    reason: format!(
-                        "the snapshot holds a {what} of {len} bytes (entry at offset {at}), over this store's limit of {max} bytes"
-                    ),
-                }
-                .into(),
-            )
-        };
-        if key_len > self.max_key_bytes {
-            return over("max_key_bytes", "key", key_len, self.max_key_bytes);
-        }
-        if value_len > self.max_value_bytes {
-            return over("max_value_bytes", "value", value_len, self.max_value_bytes);
-        }
-        None
+    if value_len > limits.max_value_bytes {
+        return over(
+            "max_value_bytes",
+            "value",
+            value_len,
+            limits.max_value_bytes,
+        );
     }
+    None
 }
 
 /// (crc, key length, value length) of an entry header, the lengths checked
@@ -169,7 +160,7 @@ pub fn image_bytes(header: ImageHeader, entries: &[ImageEntry]) -> Vec<u8> {
 pub struct ImageReader<'r> {
     input: CountingReader<'r>,
     header: ImageHeader,
-    limits: ImageLimits,
+    limits: Limits,
     entries_read: u64,
     previous_version: u64,
     previous_log_index: u64,
@@ -179,7 +170,7 @@ pub struct ImageReader<'r> {
 
 impl<'r> ImageReader<'r> {
     /// Reads and checks the header.
-    pub fn new(input: &'r mut dyn Read, limits: ImageLimits) -> Result<Self> {
+    pub fn new(input: &'r mut dyn Read, limits: Limits) -> Result<Self> {
         let mut input = CountingReader {
             inner: input,
             offset: 0,
@@ -220,7 +211,7 @@ impl<'r> ImageReader<'r> {
         let at = self.input.offset;
         let fixed = self.input.take::<ENTRY_HEADER_LEN>()?;
         let (crc, key_len, value_len) = format_lengths(&fixed, at)?;
-        if let Some(over) = self.limits.excess(key_len, value_len, at) {
+        if let Some(over) = excess(&self.limits, key_len, value_len, at) {
             // A damaged length field looks just like an entry over the
             // limit: blame the limit only if the entry's checksum holds
             // (checked in passing, without keeping the bytes).
@@ -431,12 +422,23 @@ pub(crate) mod tests {
         }
     }
 
-    const LIMITS: ImageLimits = ImageLimits {
+    fn limits(max_key_bytes: usize, max_value_bytes: usize) -> Limits {
+        Limits {
+            max_key_bytes,
+            max_value_bytes,
+            max_batch_ops: 1,
+            max_batch_bytes: 1,
+        }
+    }
+
+    const LIMITS: Limits = Limits {
         max_key_bytes: 8,
         max_value_bytes: 16,
+        max_batch_ops: 1,
+        max_batch_bytes: 1,
     };
 
-    fn read_all(image: &[u8], limits: ImageLimits) -> Result<Vec<ImageEntry>> {
+    fn read_all(image: &[u8], limits: Limits) -> Result<Vec<ImageEntry>> {
         let mut input = image;
         let mut reader = ImageReader::new(&mut input, limits)?;
         let mut entries = Vec::new();
@@ -540,11 +542,7 @@ pub(crate) mod tests {
                 other => panic!("{field}: expected a config error, got {other:?}"),
             }
             // The same entry within the limits reads.
-            let roomy = ImageLimits {
-                max_key_bytes: 9,
-                max_value_bytes: 17,
-            };
-            assert_eq!(read_all(&image, roomy).unwrap().len(), 1);
+            assert_eq!(read_all(&image, limits(9, 17)).unwrap().len(), 1);
         }
     }
 
@@ -553,11 +551,7 @@ pub(crate) mod tests {
         let mut image = crafted(header(1, 1, 1), &[(1, 1, b"k", b"value")]);
         // Value length 5 -> 13: over the limit of 8, and the checksum fails.
         image[HEADER_LEN + 22] ^= 8;
-        let limits = ImageLimits {
-            max_key_bytes: 8,
-            max_value_bytes: 8,
-        };
-        let c = corruption(read_all(&image, limits));
+        let c = corruption(read_all(&image, limits(8, 8)));
         assert!(
             c.reason.contains("checksum") || c.reason.contains("truncated"),
             "{}",
@@ -575,11 +569,7 @@ pub(crate) mod tests {
         entry[22..26].copy_from_slice(&(1u32 << 30).to_le_bytes());
         image.extend_from_slice(&entry);
         assert_eq!(image.len(), 75);
-        let limits = ImageLimits {
-            max_key_bytes: 8,
-            max_value_bytes: 1 << 30,
-        };
-        let c = corruption(read_all(&image, limits));
+        let c = corruption(read_all(&image, limits(8, 1 << 30)));
         assert!(c.reason.contains("truncated"), "{}", c.reason);
     }
 

@@ -19,9 +19,8 @@ use crate::error::{IoContext, Result};
 use crate::storage::Storage;
 
 pub use image::{
-    ENTRY_HEADER_LEN, HEADER_LEN, ImageEntry, ImageHeader, ImageLimits, ImageReader,
-    MAX_IMAGE_COUNTER, SNAPSHOT_END_MAGIC, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC, TRAILER_LEN,
-    image_bytes,
+    ENTRY_HEADER_LEN, HEADER_LEN, ImageEntry, ImageHeader, ImageReader, MAX_IMAGE_COUNTER,
+    SNAPSHOT_END_MAGIC, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC, TRAILER_LEN, image_bytes,
 };
 pub use restore::restore_snapshot;
 #[cfg(feature = "test-hooks")]

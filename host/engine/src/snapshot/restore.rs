@@ -24,7 +24,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::SnapshotInfo;
-use super::image::{ImageEntry, ImageHeader, ImageLimits, ImageReader, damaged};
+use super::image::{ImageEntry, ImageHeader, ImageReader, damaged};
+use crate::command::Limits;
 use crate::config::Config;
 use crate::data_dir::{DataDir, LOCK_FILE_NAME, RESTORE_MARKER_NAME, RESTORE_STAGING_NAME};
 use crate::error::{ConfigError, IoContext, Result};
@@ -65,11 +66,16 @@ fn restore(
 ) -> Result<SnapshotInfo> {
     config.validate()?;
     let created_dir = !config.data_dir.exists();
+    if !created_dir && !config.data_dir.is_dir() {
+        return Err(crate::Error::NotADirectory {
+            path: config.data_dir.clone(),
+        });
+    }
     if !created_dir {
         refuse_non_empty(&config.data_dir, |_| false)?;
     }
     // A bad header is refused before anything is created.
-    let mut reader = ImageReader::new(input, ImageLimits::of(&config))?;
+    let mut reader = ImageReader::new(input, Limits::from_config(&config))?;
     let target = DataDir::open_for_restore(&config.data_dir, faults.clone())?;
     // Checked again under the lock: no one else may have put files there.
     refuse_non_empty(&config.data_dir, |name| name == LOCK_FILE_NAME)?;
@@ -286,6 +292,13 @@ mod tests {
 
     type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
+    /// Every key and value of `engine`, in key order.
+    fn contents(engine: &KvEngine) -> Pairs {
+        let dump = engine.state().dump().unwrap().into_iter();
+        dump.map(|(key, versioned)| (key, versioned.value))
+            .collect()
+    }
+
     /// 60 keys over several segments, and their image.
     fn image() -> (tempfile::TempDir, Pairs, Vec<u8>) {
         let tmp = tempfile::tempdir().unwrap();
@@ -295,13 +308,7 @@ mod tests {
                 .put(format!("key-{}", i % 60).as_bytes(), &[i as u8; 150])
                 .unwrap();
         }
-        let dump = engine
-            .state()
-            .dump()
-            .unwrap()
-            .into_iter()
-            .map(|(key, versioned)| (key, versioned.value))
-            .collect();
+        let dump = contents(&engine);
         let mut image = Vec::new();
         engine.serialize_snapshot(&mut image).unwrap();
         (tmp, dump, image)
@@ -336,14 +343,17 @@ mod tests {
             "{names:?}"
         );
         let restored = KvEngine::open(config(&target)).unwrap();
-        let got: Vec<(Vec<u8>, Vec<u8>)> = restored
-            .state()
-            .dump()
-            .unwrap()
-            .into_iter()
-            .map(|(key, versioned)| (key, versioned.value))
-            .collect();
-        assert_eq!(got, dump);
+        assert_eq!(contents(&restored), dump);
+    }
+
+    #[test]
+    fn a_file_is_not_a_target() {
+        let (tmp, _dump, image) = image();
+        let file = tmp.path().join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        let err = restore_snapshot(config(&file), &mut image.as_slice()).unwrap_err();
+        assert!(matches!(err, Error::NotADirectory { .. }), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
     }
 
     #[test]
@@ -432,13 +442,7 @@ mod tests {
         let has_segments = entries(target).iter().any(|n| n.starts_with("seg-"));
         match KvEngine::open(config(target)) {
             Ok(engine) => {
-                let got: Vec<(Vec<u8>, Vec<u8>)> = engine
-                    .state()
-                    .dump()
-                    .unwrap()
-                    .into_iter()
-                    .map(|(key, versioned)| (key, versioned.value))
-                    .collect();
+                let got = contents(&engine);
                 if got.is_empty() {
                     assert!(
                         !has_segments || dump.is_empty(),
