@@ -597,16 +597,20 @@ mod tests {
         assert!(err.to_string().contains("different segment"), "{err}");
     }
 
-    #[test]
-    fn every_damaged_byte_is_detected_on_load() {
-        let seg = forty_keys();
-        let good = build(&BuildSpec {
-            segment: &seg,
+    fn forty_keys_metadata(seg: &[u8]) -> Vec<u8> {
+        build(&BuildSpec {
+            segment: seg,
             header: header(),
             bloom_bits_per_key: 10,
             live_keys_after: 1,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn every_damaged_byte_is_detected_on_load() {
+        let seg = forty_keys();
+        let good = forty_keys_metadata(&seg);
         for at in 0..good.len() {
             let mut bad = good.clone();
             bad[at] ^= 0x10;
@@ -630,13 +634,7 @@ mod tests {
     #[test]
     fn crafted_header_fields_are_refused_without_overflow() {
         let seg = forty_keys();
-        let good = build(&BuildSpec {
-            segment: &seg,
-            header: header(),
-            bloom_bits_per_key: 10,
-            live_keys_after: 1,
-        })
-        .unwrap();
+        let good = forty_keys_metadata(&seg);
         // entries (40), table_len (80), bloom_len (96): sizes whose
         // products and sums overflow; max_version (56), max_log_index (64):
         // counters no writer produces.
