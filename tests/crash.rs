@@ -554,16 +554,7 @@ struct Totals {
 }
 
 fn crash_iterations(sync: SyncMode, iterations: u64) {
-    let seed = std::env::var(SEED_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            (nanos as u64) ^ u64::from(std::process::id())
-        });
+    let seed = rng::seed_from_env(SEED_ENV);
     eprintln!("crash test ({sync:?}): seed {seed}; replay with {SEED_ENV}={seed}");
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();

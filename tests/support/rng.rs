@@ -28,3 +28,19 @@ impl Rng {
         (self.below(255) + 1) as u8
     }
 }
+
+/// The seed named by the environment variable `var` (to replay a run), or
+/// a fresh one from the clock and the process id.
+#[allow(dead_code)] // Not every test file that uses the generator needs it.
+pub fn seed_from_env(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            (nanos as u64) ^ u64::from(std::process::id())
+        })
+}

@@ -190,4 +190,129 @@ mod tests {
             (65_536, 3)
         );
     }
+
+    // Bounded random inputs: the config loader's counterpart of the engine's
+    // fuzz targets (docs/fuzzing.md). Whatever the file says, loading it
+    // returns a config or an error, never panics; a config it returns is
+    // valid and survives being written out and read again unchanged.
+    mod random_input {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Field names of every table, from the defaults, plus a stray one.
+        fn names(of: impl serde::Serialize) -> Vec<String> {
+            let table = toml::Table::try_from(of).unwrap();
+            table.keys().cloned().chain(["stray".to_string()]).collect()
+        }
+
+        fn scalar() -> impl Strategy<Value = toml::Value> {
+            let words = prop::sample::select(vec![
+                "always", "interval", "os", "strict", "salvage", "", "/tmp/x", "0",
+            ]);
+            prop_oneof![
+                prop::sample::select(vec![
+                    0i64,
+                    1,
+                    -1,
+                    4096,
+                    1 << 30,
+                    1 << 40,
+                    i64::MAX,
+                    i64::MIN
+                ])
+                .prop_map(toml::Value::Integer),
+                any::<i64>().prop_map(toml::Value::Integer),
+                prop::sample::select(vec![
+                    0.0,
+                    0.5,
+                    0.875,
+                    1.0,
+                    -1.0,
+                    f64::NAN,
+                    f64::INFINITY,
+                    1e300
+                ])
+                .prop_map(toml::Value::Float),
+                words.prop_map(|w| toml::Value::String(w.to_string())),
+                any::<bool>().prop_map(toml::Value::Boolean),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = toml::Value> {
+            scalar().prop_recursive(2, 8, 3, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..3).prop_map(toml::Value::Array),
+                    prop::collection::vec(("[a-z_]{1,12}", inner), 0..3)
+                        .prop_map(|pairs| toml::Value::Table(pairs.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn table_of(names: Vec<String>) -> impl Strategy<Value = toml::Table> {
+            prop::collection::vec((prop::sample::select(names), value()), 0..6)
+                .prop_map(|pairs| pairs.into_iter().collect())
+        }
+
+        /// A file of known and stray names with values of every type.
+        fn file() -> impl Strategy<Value = String> {
+            (
+                table_of(names(Config::default())),
+                proptest::option::of(table_of(names(SandboxConfig::default()))),
+                proptest::option::of(table_of(names(AuthConfig::default()))),
+            )
+                .prop_filter_map("not writable as TOML", |(mut top, wasm, auth)| {
+                    if let Some(wasm) = wasm {
+                        top.insert("wasm".into(), toml::Value::Table(wasm));
+                    }
+                    if let Some(auth) = auth {
+                        top.insert("auth".into(), toml::Value::Table(auth));
+                    }
+                    toml::to_string(&top).ok()
+                })
+        }
+
+        /// Loads `text`; a config it accepts must be valid and round-trip.
+        fn check(text: &str) {
+            let Ok(config) = FileConfig::from_toml(text) else {
+                return;
+            };
+            config.engine.validate().unwrap();
+            config.wasm.validate().unwrap();
+            let mut table = toml::Table::try_from(&config.engine).unwrap();
+            table.insert("wasm".into(), toml::Value::try_from(&config.wasm).unwrap());
+            table.insert("auth".into(), toml::Value::try_from(&config.auth).unwrap());
+            let written = toml::to_string(&table).unwrap();
+            assert_eq!(
+                FileConfig::from_toml(&written).unwrap(),
+                config,
+                "{written}"
+            );
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn any_file_of_known_names_loads_or_is_refused(text in file()) {
+                check(&text);
+            }
+
+            #[test]
+            fn any_text_loads_or_is_refused(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                check(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn a_damaged_readme_example_loads_or_is_refused(
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)
+            ) {
+                let mut text = b"data_dir = \"/var/lib/hightower\"\nsync = \"interval\"\nsync_interval_ms = 50\nsegment_size_bytes = 134217728\n[wasm]\ncall_timeout_ms = 250\n".to_vec();
+                for (at, byte) in edits {
+                    let at = at.index(text.len());
+                    text[at] = byte;
+                }
+                check(&String::from_utf8_lossy(&text));
+            }
+        }
+    }
 }

@@ -97,7 +97,11 @@ fn engine_exit_code(err: &Error) -> u8 {
     match err {
         Error::Input(_) | Error::Config(_) | Error::NotADirectory { .. } => EXIT_USAGE,
         Error::Locked { .. } => EXIT_LOCKED,
-        Error::Corruption(_) | Error::UnsupportedFormat { .. } => EXIT_CORRUPT,
+        // A directory an interrupted restore left holds a partial store:
+        // like corruption, it must not be used as it is.
+        Error::Corruption(_)
+        | Error::UnsupportedFormat { .. }
+        | Error::RestoreIncomplete { .. } => EXIT_CORRUPT,
         _ => EXIT_OTHER,
     }
 }

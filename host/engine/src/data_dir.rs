@@ -22,6 +22,12 @@ use crate::fault::{IoFaults, IoOp};
 use crate::log_segment::parse_segment_file_name;
 
 pub const LOCK_FILE_NAME: &str = "LOCK";
+/// Present from the start of a snapshot restore into this directory until
+/// the restored store is complete and durable. A directory holding it is
+/// refused at open: its store is partial.
+pub const RESTORE_MARKER_NAME: &str = "RESTORE-INCOMPLETE";
+/// Where a snapshot restore builds the store before publishing it.
+pub const RESTORE_STAGING_NAME: &str = "restore.staging";
 /// Mode of every directory the store creates: owner only.
 pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file the store creates: owner only.
@@ -52,8 +58,17 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Opens (creating if missing, mode `0700`) and exclusively locks `path`.
+    /// Opens (creating if missing, mode `0700`) and exclusively locks
+    /// `path`. Refuses a directory left by an interrupted snapshot restore.
     pub fn open(path: &Path, faults: Arc<dyn IoFaults>) -> Result<Self> {
+        let dir = Self::open_for_restore(path, faults)?;
+        dir.refuse_interrupted_restore()?;
+        Ok(dir)
+    }
+
+    /// Like [`DataDir::open`], but a directory holding the restore marker is
+    /// accepted: the snapshot restore that owns it uses this.
+    pub(crate) fn open_for_restore(path: &Path, faults: Arc<dyn IoFaults>) -> Result<Self> {
         if path.exists() && !path.is_dir() {
             return Err(Error::NotADirectory {
                 path: path.to_path_buf(),
@@ -99,23 +114,37 @@ impl DataDir {
         }
         let (dir, dir_file) = open_dir(path)?;
         let lock = acquire_shared_lock(&dir, path)?;
-        Ok(DataDir {
+        let data_dir = DataDir {
             dir,
             dir_file,
             path: path.to_path_buf(),
             faults,
             access: Access::ReadOnly,
             _lock: lock,
-        })
+        };
+        data_dir.refuse_interrupted_restore()?;
+        Ok(data_dir)
     }
 
-    /// Whether this open may write.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn access(&self) -> Access {
         self.access
     }
 
     pub(crate) fn faults(&self) -> &dyn IoFaults {
         &*self.faults
+    }
+
+    fn refuse_interrupted_restore(&self) -> Result<()> {
+        if self.exists(RESTORE_MARKER_NAME) {
+            return Err(Error::RestoreIncomplete {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Fails with a read-only file system error if this is a read-only open:
@@ -168,6 +197,36 @@ impl DataDir {
         Ok(file)
     }
 
+    /// Creates a subdirectory (mode `0700`); fails if it exists.
+    pub(crate) fn create_dir(&self, name: &str) -> Result<()> {
+        self.check_writable("create directory", name)?;
+        self.faults
+            .check(IoOp::Create, name)
+            .context(|| format!("create directory {name}"))?;
+        let mut builder = cap_std::fs::DirBuilder::new();
+        cap_std::fs::DirBuilderExt::mode(&mut builder, DIR_MODE);
+        self.dir
+            .create_dir_with(name, &builder)
+            .context(|| format!("create directory {name}"))?;
+        self.dir
+            .set_permissions(
+                name,
+                cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(DIR_MODE)),
+            )
+            .context(|| format!("chmod {name}"))
+    }
+
+    /// Removes a subdirectory and everything in it.
+    pub(crate) fn remove_dir_all(&self, name: &str) -> Result<()> {
+        self.check_writable("remove directory", name)?;
+        self.faults
+            .check(IoOp::Remove, name)
+            .context(|| format!("remove directory {name}"))?;
+        self.dir
+            .remove_dir_all(name)
+            .context(|| format!("remove directory {name}"))
+    }
+
     pub fn open_read_write(&self, name: &str) -> Result<File> {
         self.check_writable("open for writing", name)?;
         let mut options = OpenOptions::new();
@@ -192,12 +251,19 @@ impl DataDir {
     }
 
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.move_to(from, self, to)
+    }
+
+    /// Renames `from` in this directory to `to` in `target` (on the same
+    /// file system: a snapshot restore publishes its staging files so).
+    pub(crate) fn move_to(&self, from: &str, target: &DataDir, to: &str) -> Result<()> {
         self.check_writable("rename", from)?;
+        target.check_writable("rename to", to)?;
         self.faults
             .check(IoOp::Rename, from)
             .context(|| format!("rename {from} to {to}"))?;
         self.dir
-            .rename(from, &self.dir, to)
+            .rename(from, &target.dir, to)
             .context(|| format!("rename {from} to {to}"))
     }
 
@@ -255,6 +321,17 @@ impl DataDir {
         file.sync_all().context(|| format!("fsync {temp}"))?;
         self.rename(&temp, name)?;
         self.sync()
+    }
+
+    /// Fsyncs the file `name` (data and metadata).
+    pub(crate) fn sync_file(&self, name: &str) -> Result<()> {
+        self.check_writable("fsync", name)?;
+        self.faults
+            .check(IoOp::SyncFile, name)
+            .context(|| format!("fsync {name}"))?;
+        self.open_read(name)?
+            .sync_all()
+            .context(|| format!("fsync {name}"))
     }
 
     /// Makes creates, renames and removes durable.
@@ -475,6 +552,7 @@ mod tests {
             dir.create_new("seg-0000000001.log").unwrap();
             dir.write_file_atomically("seg-0000000001.meta", b"m")
                 .unwrap();
+            dir.create_dir("sub").unwrap();
         });
         rustix::process::umask(old);
         created.unwrap();
@@ -483,6 +561,7 @@ mod tests {
         for file in ["LOCK", "seg-0000000001.log", "seg-0000000001.meta"] {
             assert_eq!(mode_of(&path.join(file)), 0o600, "{file}");
         }
+        assert_eq!(mode_of(&path.join("sub")), 0o700);
     }
 
     #[test]
@@ -686,11 +765,13 @@ mod tests {
         reader.open_read("seg-0000000001.log").unwrap();
         let refusals = [
             reader.create_new("x").err(),
+            reader.create_dir("d").err(),
             reader.open_read_write("seg-0000000001.log").err(),
             reader.rename("seg-0000000001.log", "y").err(),
             reader.hard_link("seg-0000000001.log", "z").err(),
             reader.remove("seg-0000000001.log").err(),
             reader.write_file_atomically("m", b"m").err(),
+            reader.sync_file("seg-0000000001.log").err(),
             reader.sync().err(),
         ];
         for err in refusals {
@@ -716,5 +797,23 @@ mod tests {
         let reader = DataDir::open_read_only(tmp.path(), Arc::new(NoFaults)).unwrap();
         assert!(reader._lock.is_none());
         assert!(!tmp.path().join(LOCK_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn an_interrupted_restore_is_refused_by_writers_and_readers() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let dir = DataDir::open_for_restore(tmp.path(), Arc::new(NoFaults)).unwrap();
+            dir.create_new(RESTORE_MARKER_NAME).unwrap();
+        }
+        for err in [
+            DataDir::open(tmp.path(), Arc::new(NoFaults)).err(),
+            DataDir::open_read_only(tmp.path(), Arc::new(NoFaults)).err(),
+        ] {
+            let err = err.expect("refused");
+            assert!(matches!(err, Error::RestoreIncomplete { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains("restore") && text.contains("again"), "{text}");
+        }
     }
 }

@@ -135,6 +135,15 @@ pub enum Error {
         /// Who holds it (`pid N`), or that it is unknown.
         holder: String,
     },
+    /// The directory holds a snapshot restore that never completed.
+    #[error(
+        "data directory {} holds a snapshot restore that never completed (it was killed or failed); its store is partial: delete the directory's contents and run the restore again",
+        path.display()
+    )]
+    RestoreIncomplete {
+        /// The data directory.
+        path: PathBuf,
+    },
     /// A file was written by a newer release.
     #[error("{file} has format version {found}; this build reads versions up to {supported}")]
     UnsupportedFormat {

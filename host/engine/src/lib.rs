@@ -23,6 +23,12 @@ mod error;
 // Public only through `testing` (the hidden test-hooks feature).
 #[allow(missing_docs)]
 mod fault;
+/// Entry points for the fuzz targets (`host/engine/fuzz`) and the suite's
+/// bounded random-input tests.
+#[cfg(any(test, feature = "test-hooks"))]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod fuzz;
 mod index;
 mod log_segment;
 mod manifest;
@@ -65,6 +71,9 @@ pub const MAX_FORMAT_VALUE_BYTES: usize = log_segment::MAX_FORMAT_VALUE_BYTES;
 #[doc(hidden)]
 pub mod testing {
     pub use crate::fault::{FailNth, IoFaults, IoOp, NoFaults};
-    pub use crate::log_segment::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, segment_file_name};
+    pub use crate::log_segment::{
+        RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, scan_segment, segment_file_name,
+    };
     pub use crate::segment_meta::meta_file_name;
+    pub use crate::snapshot::{ImageEntry, ImageReader, restore_snapshot_with_faults};
 }

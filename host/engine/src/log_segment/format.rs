@@ -18,6 +18,12 @@ pub const RECORD_HEADER_LEN: usize = 28;
 pub const MAX_FORMAT_KEY_BYTES: usize = u16::MAX as usize;
 /// Values over 1 GiB are refused by the format, whatever the config says.
 pub const MAX_FORMAT_VALUE_BYTES: usize = 1 << 30;
+/// The largest version or log index a record (or a snapshot image, or a
+/// metadata file) may carry: 2^63 - 1, so the counters can never overflow
+/// (the writer adds one to the highest it finds) and at least 2^63 versions
+/// are left for writes after any store or image is opened. A larger value
+/// is damage or a crafted file, never something the writer produced.
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
 
 const KIND_PUT: u8 = 1;
 const KIND_TOMBSTONE: u8 = 2;
@@ -237,7 +243,14 @@ fn encode_record_of_kind(out: &mut Vec<u8>, spec: &RecordSpec<'_>, kind: u8) -> 
         value.len() <= MAX_FORMAT_VALUE_BYTES,
         "value length out of format range"
     );
-    assert!(spec.version > 0, "version 0 is reserved for 'no record'");
+    assert!(
+        spec.version > 0 || kind == KIND_MARKER,
+        "version 0 is reserved for 'no record' (only a marker carries it)"
+    );
+    assert!(
+        spec.version <= MAX_COUNTER && spec.log_index <= MAX_COUNTER,
+        "version or log index over the format's limit"
+    );
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&spec.version.to_le_bytes());
@@ -301,8 +314,13 @@ pub fn decode_record(bytes: &[u8], offset: usize) -> Decoded<'_> {
     }
     let key_len = u16::from_le_bytes([header[22], header[23]]) as usize;
     let value_len = u32_at(header, 24) as usize;
-    if version == 0 || key_len == 0 {
+    // A marker may carry version 0: it records a log index applied by a
+    // store that has assigned no version yet (commands that wrote nothing).
+    if (version == 0 && kind != RecordKind::Marker) || key_len == 0 {
         return Decoded::Invalid("zero version or empty key");
+    }
+    if version > MAX_COUNTER || log_index > MAX_COUNTER {
+        return Decoded::Invalid("version or log index over the format's limit");
     }
     if value_len > MAX_FORMAT_VALUE_BYTES || (kind != RecordKind::Put && value_len != 0) {
         return Decoded::Invalid("impossible value length");
@@ -501,6 +519,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn counters_over_the_limit_are_invalid_even_with_a_good_checksum() {
+        for (version, log_index) in [(u64::MAX, 1), (1, u64::MAX), (MAX_COUNTER + 1, 1)] {
+            let mut buf = Vec::new();
+            encode_record(&mut buf, &put(1, b"k", b"v"));
+            buf[4..12].copy_from_slice(&version.to_le_bytes());
+            buf[12..20].copy_from_slice(&log_index.to_le_bytes());
+            let crc = crc32fast::hash(&buf[4..]);
+            buf[0..4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                decode_record(&buf, 0),
+                Decoded::Invalid("version or log index over the format's limit"),
+                "{version} {log_index}"
+            );
+        }
+        let mut buf = Vec::new();
+        let at_limit = RecordSpec {
+            log_index: MAX_COUNTER,
+            ..put(MAX_COUNTER, b"k", b"v")
+        };
+        encode_record(&mut buf, &at_limit);
+        assert!(matches!(decode_record(&buf, 0), Decoded::Record(r) if r.version == MAX_COUNTER));
     }
 
     #[test]

@@ -62,21 +62,30 @@ pub fn scan_segment<'a>(bytes: &'a [u8], mut on_command: impl FnMut(&[Located<'a
             Decoded::Record(record) if pending.is_empty() && !record.start_of_command => {
                 "record continues a command whose start is missing"
             }
+            // Neither the next record of the pending batch nor the start of
+            // a command: it must not become the head of one.
+            Decoded::Record(record)
+                if !record.start_of_command
+                    && pending
+                        .last()
+                        .is_some_and(|(_, last)| !continues(last, &record)) =>
+            {
+                "record continues a command whose start is missing"
+            }
             Decoded::Record(record) => {
-                if let Some((_, last)) = pending.last() {
-                    let continues = !record.start_of_command
-                        && record.log_index == last.log_index
-                        && record.version == last.version + 1;
-                    if !continues {
-                        report.damage.push(Damage {
-                            start: pending[0].0,
-                            end: pos,
-                            offset: pos,
-                            reason: "batch cut short",
-                            followed_by_valid: true,
-                        });
-                        pending.clear();
-                    }
+                // A command start after an unfinished batch: the batch was cut short.
+                if pending
+                    .last()
+                    .is_some_and(|(_, last)| !continues(last, &record))
+                {
+                    report.damage.push(Damage {
+                        start: pending[0].0,
+                        end: pos,
+                        offset: pos,
+                        reason: "batch cut short",
+                        followed_by_valid: true,
+                    });
+                    pending.clear();
                 }
                 report.records += 1;
                 pending.push((pos, record));
@@ -117,6 +126,13 @@ pub fn scan_segment<'a>(bytes: &'a [u8], mut on_command: impl FnMut(&[Located<'a
     report
 }
 
+/// Whether `record` is the next record of the batch that `last` belongs to.
+fn continues(last: &Record<'_>, record: &Record<'_>) -> bool {
+    !record.start_of_command
+        && record.log_index == last.log_index
+        && last.version.checked_add(1) == Some(record.version)
+}
+
 /// The first offset at or after `from` where a valid first record of a command starts.
 pub fn find_next_record(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len())
@@ -126,7 +142,9 @@ pub fn find_next_record(bytes: &[u8], from: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::format::{RecordSpec, encode_record, encode_segment_header};
+    use super::super::format::{
+        RECORD_HEADER_LEN, RecordSpec, encode_record, encode_segment_header,
+    };
     use super::*;
 
     /// A segment with commands of the given sizes; returns bytes and command start offsets.
@@ -213,6 +231,32 @@ mod tests {
         assert_eq!(sizes, vec![1, 1]);
         assert_eq!(report.damage[0].start, starts[1]);
         assert!(report.damage[0].followed_by_valid);
+    }
+
+    #[test]
+    fn a_record_that_neither_continues_nor_starts_a_command_is_never_a_command() {
+        // A batch of three whose middle record is replaced by the last
+        // record of some other batch (valid on its own, with the END flag):
+        // neither the pieces before it nor it may be taken as a command.
+        let (mut bytes, starts) = segment(&[1, 3, 1]);
+        let middle = starts[1] + RECORD_HEADER_LEN + "key-2".len() + 5;
+        let mut stray = Vec::new();
+        let spec = RecordSpec {
+            version: 90,
+            log_index: 40,
+            key: b"key-3",
+            value: Some(b"value"),
+            start_of_command: false,
+            end_of_command: true,
+        };
+        encode_record(&mut stray, &spec);
+        bytes[middle..middle + stray.len()].copy_from_slice(&stray);
+        let mut delivered = Vec::new();
+        let report = scan_segment(&bytes, |command| {
+            delivered.push(command.iter().map(|(_, r)| r.version).collect::<Vec<_>>())
+        });
+        assert_eq!(delivered, vec![vec![1], vec![5]], "{:?}", report.damage);
+        assert!(!report.damage.is_empty());
     }
 
     #[test]

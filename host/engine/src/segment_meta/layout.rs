@@ -15,6 +15,7 @@
 //! everything after the header and is checked when the file is loaded.
 
 use crate::error::Corruption;
+use crate::log_segment::MAX_COUNTER;
 
 pub const META_MAGIC: [u8; 8] = *b"HTKVMETA";
 pub const META_FORMAT_VERSION: u32 = 2;
@@ -145,22 +146,30 @@ pub fn decode_header(bytes: &[u8], file: &str) -> Result<(MetaHeader, u32), Corr
         tombstone_bytes: u64_at(bytes, 112),
     };
     // The fence keys have no length field: at least 2 bytes per block.
-    let min_len = META_HEADER_LEN as u64
-        + header.table_len
-        + u64::from(header.blocks) * (FENCE_POINTER_LEN as u64 + 2)
-        + header.bloom_len;
-    let consistent = header.table_len == header.entries * TABLE_ENTRY_LEN as u64
+    // Every field may be anything (a crafted file whose checksums hold):
+    // the sums are checked, an overflow is an inconsistent header.
+    let min_len = (META_HEADER_LEN as u64)
+        .checked_add(header.table_len)
+        .and_then(|n| n.checked_add(u64::from(header.blocks) * (FENCE_POINTER_LEN as u64 + 2)))
+        .and_then(|n| n.checked_add(header.bloom_len));
+    let consistent = header.entries.checked_mul(TABLE_ENTRY_LEN as u64) == Some(header.table_len)
         && u64::from(header.blocks) == header.entries.div_ceil(u64::from(ENTRIES_PER_BLOCK))
         && (1..=30).contains(&header.bloom_hash_count)
-        && header.bloom_len >= 8;
-    if !consistent || min_len > bytes.len() as u64 {
-        return Err(bad(
-            36,
-            format!(
-                "inconsistent metadata header ({} bytes in the file, at least {min_len} described)",
-                bytes.len()
-            ),
-        ));
+        && header.bloom_len >= 8
+        && header.max_version <= MAX_COUNTER
+        && header.max_log_index <= MAX_COUNTER;
+    match min_len {
+        Some(min_len) if consistent && min_len <= bytes.len() as u64 => {}
+        _ => {
+            return Err(bad(
+                36,
+                format!(
+                    "inconsistent metadata header ({} bytes in the file, {} described)",
+                    bytes.len(),
+                    min_len.map_or("more than 2^64".to_string(), |n| format!("at least {n}")),
+                ),
+            ));
+        }
     }
     Ok((header, u32_at(bytes, 124)))
 }

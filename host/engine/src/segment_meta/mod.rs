@@ -601,22 +601,59 @@ mod tests {
         assert!(err.to_string().contains("different segment"), "{err}");
     }
 
-    #[test]
-    fn every_damaged_byte_is_detected_on_load() {
-        let seg = forty_keys();
-        let good = build(&BuildSpec {
-            segment: &seg,
+    fn forty_keys_metadata(seg: &[u8]) -> Vec<u8> {
+        build(&BuildSpec {
+            segment: seg,
             header: header(),
             bloom_bits_per_key: 10,
             live_keys_after: 1,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn every_damaged_byte_is_detected_on_load() {
+        let seg = forty_keys();
+        let good = forty_keys_metadata(&seg);
         for at in 0..good.len() {
             let mut bad = good.clone();
             bad[at] ^= 0x10;
             assert!(
                 SegmentMeta::from_built(bad, &seg, header()).is_err(),
                 "a flip at byte {at} went unnoticed"
+            );
+        }
+    }
+
+    /// Sets a u64 header field of metadata `bytes` and makes its header
+    /// checksum right again: a crafted file, not a damaged one.
+    fn with_field(bytes: &[u8], at: usize, value: u64) -> Vec<u8> {
+        let mut crafted = bytes.to_vec();
+        crafted[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        let crc = crc32fast::hash(&crafted[0..120]);
+        crafted[120..124].copy_from_slice(&crc.to_le_bytes());
+        crafted
+    }
+
+    #[test]
+    fn crafted_header_fields_are_refused_without_overflow() {
+        let seg = forty_keys();
+        let good = forty_keys_metadata(&seg);
+        // entries (40), table_len (80), bloom_len (96): sizes whose
+        // products and sums overflow; max_version (56), max_log_index (64):
+        // counters no writer produces.
+        for (at, value) in [
+            (40, u64::MAX / 2),
+            (80, u64::MAX - 64),
+            (96, u64::MAX - 64),
+            (56, u64::MAX),
+            (64, crate::log_segment::MAX_COUNTER + 1),
+        ] {
+            let crafted = with_field(&good, at, value);
+            let err = SegmentMeta::from_built(crafted, &seg, header()).err();
+            assert!(
+                matches!(&err, Some(Error::Corruption(c)) if c.reason.contains("inconsistent")),
+                "field at {at} = {value}: {err:?}"
             );
         }
     }

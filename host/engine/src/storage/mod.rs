@@ -37,9 +37,8 @@ use crate::data_dir::{Access, DataDir};
 use crate::error::{ConfigError, Result};
 use crate::fault::IoFaults;
 use crate::index::IndexStats;
-use crate::log_segment::{SEGMENT_HEADER_LEN, segment_file_name};
+use crate::log_segment::SEGMENT_HEADER_LEN;
 use crate::metrics::Metrics;
-use crate::segment_meta::meta_file_name;
 
 pub use compaction::CompactionReport;
 pub use cut::ConsistentCut;
@@ -329,19 +328,6 @@ impl Storage {
     pub fn inspect_records(&self, id: u32) -> Result<Vec<RecordInfo>> {
         inspect::records(&self.reads, id)
     }
-
-    /// Removes every file of this store (cleanup after a failed restore into
-    /// a directory that was empty). The store must not be used afterwards.
-    pub(crate) fn remove_all_files(&self) {
-        let dir = &self.files.dir;
-        for id in dir.segment_ids().unwrap_or_default() {
-            let _ = dir.remove(&segment_file_name(id));
-            let _ = dir.remove(&meta_file_name(id));
-        }
-        let _ = dir.remove(crate::manifest::MANIFEST_FILE_NAME);
-        let _ = dir.remove(crate::data_dir::LOCK_FILE_NAME);
-        let _ = dir.sync();
-    }
 }
 
 #[cfg(test)]
@@ -463,15 +449,5 @@ mod tests {
             .collect();
         assert_eq!(keys.len(), 21);
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[test]
-    fn remove_all_files_leaves_an_empty_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let storage = open(tmp.path(), 4096);
-        write(&storage, 1, b"k", Some(b"v"));
-        storage.remove_all_files();
-        drop(storage);
-        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
 }
