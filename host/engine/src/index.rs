@@ -172,12 +172,13 @@ pub fn shard_entries_for_bytes(budget_bytes: u64, max_load_factor: f64) -> usize
 
 impl Index {
     /// `shard_max_entries`: `None` for no budget; otherwise the most entries
-    /// one shard keeps (the budget divided by [`SHARDS`]).
+    /// one shard keeps (the budget divided by [`SHARDS`]). Fails, instead of
+    /// aborting the process, when the initial capacity cannot be allocated.
     pub fn new(
         initial_capacity: usize,
         max_load_factor: f64,
         shard_max_entries: Option<usize>,
-    ) -> Self {
+    ) -> Result<Self, hashbrown::TryReserveError> {
         assert!(max_load_factor > 0.0 && max_load_factor <= TABLE_LOAD_FACTOR);
         let shard_max_entries = shard_max_entries.unwrap_or(usize::MAX).max(1);
         let per_shard = initial_capacity.div_ceil(SHARDS).min(shard_max_entries);
@@ -187,18 +188,18 @@ impl Index {
                 if per_shard > 0 {
                     let buckets_needed = (per_shard as f64 / max_load_factor).ceil();
                     let capacity = (buckets_needed * TABLE_LOAD_FACTOR) as usize;
-                    shard.table.reserve(capacity, Slot::rehash);
+                    shard.table.try_reserve(capacity, Slot::rehash)?;
                 }
-                RwLock::new(shard)
+                Ok(RwLock::new(shard))
             })
-            .collect();
-        Index {
+            .collect::<Result<_, _>>()?;
+        Ok(Index {
             shards,
             hasher: foldhash::fast::RandomState::default(),
             max_load_factor,
             shard_max_entries,
             evictions: AtomicU64::new(0),
-        }
+        })
     }
 
     pub fn has_budget(&self) -> bool {
@@ -469,8 +470,13 @@ mod tests {
     }
 
     #[test]
+    fn an_initial_capacity_that_cannot_be_allocated_is_an_error_not_an_abort() {
+        assert!(Index::new(usize::MAX / 2, 0.875, None).is_err());
+    }
+
+    #[test]
     fn upsert_get_and_conditional_removal() {
-        let index = Index::new(0, 0.875, None);
+        let index = Index::new(0, 0.875, None).unwrap();
         let mut log = Log::default();
         let first = log.append(b"a", 1);
         assert_eq!(index.upsert(b"a", first, &log), None);
@@ -488,7 +494,7 @@ mod tests {
 
     #[test]
     fn tombstones_are_entries_and_counted() {
-        let index = Index::new(0, 0.875, None);
+        let index = Index::new(0, 0.875, None).unwrap();
         let mut log = Log::default();
         index.upsert(b"a", log.append(b"a", 1), &log);
         let tombstone = IndexEntry {
@@ -505,7 +511,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "index versions must increase")]
     fn an_older_version_never_replaces_a_newer_one() {
-        let index = Index::new(0, 0.875, None);
+        let index = Index::new(0, 0.875, None).unwrap();
         let mut log = Log::default();
         let newer = log.append(b"a", 5);
         index.upsert(b"a", newer, &log);
@@ -515,7 +521,7 @@ mod tests {
 
     #[test]
     fn insert_if_absent_respects_existing_entries_and_the_guard() {
-        let index = Index::new(0, 0.875, None);
+        let index = Index::new(0, 0.875, None).unwrap();
         let mut log = Log::default();
         let cold = log.append_to(2, b"a", 1);
         assert!(!index.insert_if_absent(b"a", cold, &log, || false));
@@ -528,7 +534,7 @@ mod tests {
 
     #[test]
     fn a_redirect_applies_only_to_the_record_it_moved() {
-        let index = Index::new(0, 0.875, None);
+        let index = Index::new(0, 0.875, None).unwrap();
         let mut log = Log::default();
         let old = log.append_to(2, b"a", 7);
         index.upsert(b"a", old, &log);
@@ -550,7 +556,7 @@ mod tests {
 
     #[test]
     fn a_budget_evicts_unreferenced_sealed_entries_and_keeps_pinned_ones() {
-        let index = Index::new(0, 0.875, Some(8));
+        let index = Index::new(0, 0.875, Some(8)).unwrap();
         let mut log = Log::default();
         let mut version = 0;
         let mut pinned = Vec::new();
@@ -578,7 +584,7 @@ mod tests {
 
     #[test]
     fn pinned_entries_over_the_budget_do_not_stop_later_evictions() {
-        let index = Index::new(0, 0.875, Some(8));
+        let index = Index::new(0, 0.875, Some(8)).unwrap();
         let mut log = Log::default();
         let mut version = 0;
         // Four times the budget in the active segment: nothing to evict.
@@ -611,7 +617,7 @@ mod tests {
 
     #[test]
     fn a_referenced_entry_survives_a_sweep() {
-        let index = Index::new(0, 0.875, Some(16));
+        let index = Index::new(0, 0.875, Some(16)).unwrap();
         let mut log = Log::default();
         let hot_key = b"hot".to_vec();
         let hot = log.append_to(2, &hot_key, 1);
@@ -627,7 +633,7 @@ mod tests {
     fn a_byte_budget_bounds_the_tables() {
         let budget = 1 << 20;
         let per_shard = shard_entries_for_bytes(budget, 0.875);
-        let index = Index::new(0, 0.875, Some(per_shard));
+        let index = Index::new(0, 0.875, Some(per_shard)).unwrap();
         let mut log = Log::default();
         for i in 0..200_000u32 {
             let key = i.to_le_bytes();
@@ -641,7 +647,7 @@ mod tests {
     #[test]
     fn the_load_factor_bounds_occupancy() {
         for load_factor in [0.25, 0.5, 0.875] {
-            let index = Index::new(0, load_factor, None);
+            let index = Index::new(0, load_factor, None).unwrap();
             let mut log = Log::default();
             for i in 0..20_000u32 {
                 let entry = log.append(&i.to_le_bytes(), u64::from(i) + 1);
@@ -661,7 +667,7 @@ mod tests {
 
     #[test]
     fn initial_capacity_avoids_growth() {
-        let index = Index::new(10_000, 0.5, None);
+        let index = Index::new(10_000, 0.5, None).unwrap();
         let before = index.stats().memory_bytes;
         let mut log = Log::default();
         for i in 0..9_000u32 {
@@ -678,7 +684,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_record_matches_no_key() {
-        let index = Index::new(0, 0.875, None);
+        let index = Index::new(0, 0.875, None).unwrap();
         let mut log = Log::default();
         let entry = log.append(b"a", 1);
         index.upsert(b"a", entry, &log);
@@ -687,7 +693,7 @@ mod tests {
 
     #[test]
     fn matches_a_hashmap_model() {
-        let index = Index::new(0, 0.6, None);
+        let index = Index::new(0, 0.6, None).unwrap();
         let mut log = Log::default();
         let mut model: HashMap<Vec<u8>, IndexEntry> = HashMap::new();
         for i in 0..5_000u64 {

@@ -18,8 +18,8 @@ use crate::config::SyncMode;
 use crate::error::{Error, Result};
 use crate::index::IndexEntry;
 use crate::log_segment::{
-    ActiveSegment, MappedSegment, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader, encode_record,
-    sync_file_data,
+    ActiveSegment, MAX_COUNTER, MappedSegment, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader,
+    encode_record, sync_file_data,
 };
 use crate::metrics::{Counter, Latency, MetricsHook};
 
@@ -205,6 +205,17 @@ impl<'s> WriterGuard<'s> {
             !ops.is_empty(),
             "a staged command writes at least one record"
         );
+        // Versions run out only after 2^63 writes, or on a crafted store
+        // that starts near the limit: refuse the write, never panic.
+        let last_needed = self
+            .writer
+            .next_version
+            .saturating_add(ops.len() as u64 - 1);
+        if last_needed > MAX_COUNTER || log_index > MAX_COUNTER {
+            return Err(Error::Exhausted(
+                "versions or log indexes (the format's limit is 2^63 - 1)",
+            ));
+        }
         let bytes: u64 = ops
             .iter()
             .map(|(k, v)| {
@@ -596,6 +607,26 @@ mod tests {
         drop(writer);
         assert!(storage.stats().poisoned.is_some());
         assert!(storage.sync_in_background().is_err());
+    }
+
+    #[test]
+    fn versions_past_the_format_limit_are_refused_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let storage = open(tmp.path(), 1 << 20);
+        let mut writer = storage.lock_writer();
+        // What a store whose newest record carries the largest version
+        // resumes with.
+        writer.writer.next_version = MAX_COUNTER;
+        let mut staged = Vec::new();
+        writer.note_applied(1);
+        writer
+            .stage_command(1, &[(b"last", Some(b"fits"))], &mut staged)
+            .unwrap();
+        writer.note_applied(2);
+        let err = writer
+            .stage_command(2, &[(b"one", Some(b"too many"))], &mut staged)
+            .unwrap_err();
+        assert!(matches!(err, Error::Exhausted(_)), "{err}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ use super::writer::{Writer, preallocate_bytes_for};
 use super::{Storage, merge};
 use crate::config::{Config, RecoveryMode};
 use crate::data_dir::{Access, DataDir};
-use crate::error::{Corruption, Error, Result};
+use crate::error::{ConfigError, Corruption, Error, Result};
 use crate::index::Index;
 use crate::log_segment::{ActiveSegment, MappedSegment, SegmentHeader, segment_file_name};
 use crate::manifest::{MANIFEST_FILE_NAME, Manifest};
@@ -181,7 +181,16 @@ pub(super) fn recover(dir: DataDir, config: Config, metrics: Arc<Metrics>) -> Re
         config.index_initial_capacity,
         config.index_max_load_factor,
         config.hot_index_shard_max_entries(),
-    );
+    )
+    .map_err(|err| {
+        ConfigError::new(
+            "index_initial_capacity",
+            format!(
+                "room for {} keys cannot be allocated ({err}); choose a smaller initial capacity",
+                config.index_initial_capacity
+            ),
+        )
+    })?;
     let active_id = active.as_ref().map_or(0, ActiveSegment::id);
     let active_bytes = active.as_ref().map_or(0, ActiveSegment::write_pos);
     let next_segment_id = highest_seen.max(active_id) + 1;
