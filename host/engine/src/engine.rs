@@ -381,6 +381,19 @@ impl KvEngine {
         crate::snapshot::write_snapshot(self.core().state.storage(), out)
     }
 
+    /// Replaces the whole state with the image read from `input` (written by
+    /// [`KvEngine::write_snapshot`] here or on another node), while the
+    /// store runs: a replica that fell behind installs its leader's
+    /// snapshot this way. The image is checked completely before anything
+    /// changes (a damaged, truncated or crafted one is refused and the store
+    /// stays as it was); then readers switch from the old state to the new
+    /// one at once, the image's last log index becomes the applied index,
+    /// and the old state's space is freed. A crash at any step leaves the
+    /// old state or the new one.
+    pub fn install_snapshot(&self, input: &mut dyn std::io::Read) -> Result<SnapshotInfo> {
+        crate::snapshot::install_snapshot(self.core().state.storage(), input)
+    }
+
     /// The state machine underneath, for a replication layer.
     pub fn state(&self) -> &KvState {
         &self.core().state

@@ -392,6 +392,17 @@ impl Index {
             .sum()
     }
 
+    /// Drops every entry (installing a snapshot replaces the whole state);
+    /// the tables keep their allocations.
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.write().expect("index lock poisoned");
+            shard.table.clear();
+            shard.tombstones = 0;
+            shard.sweep_at = Shard::default().sweep_at;
+        }
+    }
+
     pub fn stats(&self) -> IndexStats {
         let mut stats = IndexStats {
             evictions: self.evictions.load(Ordering::Relaxed),

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 
 use crate::command::Command;
 use crate::engine::{Applied, KvEngine};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Accepts commands for the replicated state machine.
 pub trait CommandSubmitter: Send + Sync {
@@ -32,20 +32,17 @@ impl CommandSubmitter for KvEngine {
     }
 }
 
-/// Serializing streams a consistent image (see [`crate::snapshot`]).
-/// Restoring replaces nothing in a running engine: it returns
-/// [`Error::Unsupported`]; restore into an empty data directory with
-/// [`crate::snapshot::restore_snapshot`] and open the engine there. (A
-/// replica installing state while running arrives with the consensus layer.)
+/// Serializing streams a consistent image ([`KvEngine::write_snapshot`]);
+/// restoring installs one into the running engine
+/// ([`KvEngine::install_snapshot`]): checked completely first, switched to
+/// at once, crash-safe at every step.
 impl SnapshotProvider for KvEngine {
     fn serialize_snapshot(&self, out: &mut dyn Write) -> Result<u64> {
-        Ok(crate::snapshot::write_snapshot(self.state().storage(), out)?.last_log_index)
+        Ok(self.write_snapshot(out)?.last_log_index)
     }
 
-    fn restore_snapshot(&self, _input: &mut dyn Read) -> Result<u64> {
-        Err(Error::Unsupported(
-            "restoring into a running engine; restore into an empty data directory with snapshot::restore_snapshot",
-        ))
+    fn restore_snapshot(&self, input: &mut dyn Read) -> Result<u64> {
+        Ok(self.install_snapshot(input)?.last_log_index)
     }
 }
 
@@ -81,15 +78,24 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_serialize_at_the_last_log_index_and_refuse_live_restore() {
-        let tmp = tempfile::tempdir().unwrap();
-        let engine = KvEngine::open(Config::new(tmp.path())).unwrap();
-        engine.put(b"k", b"v").unwrap();
+    fn snapshots_serialize_at_the_last_log_index_and_install_into_a_running_engine() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let source = KvEngine::open(Config::new(a.path())).unwrap();
+        source.put(b"k", b"v").unwrap();
         let mut image = Vec::new();
-        assert_eq!(engine.serialize_snapshot(&mut image).unwrap(), 1);
+        assert_eq!(source.serialize_snapshot(&mut image).unwrap(), 1);
         assert!(image.starts_with(b"HTKVSNAP"));
-        let err = engine.restore_snapshot(&mut image.as_slice()).unwrap_err();
-        assert!(matches!(err, Error::Unsupported(_)));
-        assert_eq!(engine.get(b"k").unwrap().unwrap(), b"v");
+        let replica = KvEngine::open(Config::new(b.path())).unwrap();
+        replica.put(b"old", b"state").unwrap();
+        replica.put(b"more", b"state").unwrap();
+        assert_eq!(replica.restore_snapshot(&mut image.as_slice()).unwrap(), 1);
+        assert_eq!(replica.get(b"k").unwrap().unwrap(), b"v");
+        assert_eq!(replica.get(b"old").unwrap(), None);
+        assert_eq!(replica.state().last_applied(), 1);
+        let mut damaged = image.clone();
+        let at = damaged.len() - 20;
+        damaged[at] ^= 1;
+        assert!(replica.restore_snapshot(&mut damaged.as_slice()).is_err());
+        assert_eq!(replica.get(b"k").unwrap().unwrap(), b"v");
     }
 }

@@ -11,12 +11,12 @@
 mod image;
 mod restore;
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use serde::Serialize;
 
 use crate::error::{IoContext, Result};
-use crate::storage::Storage;
+use crate::storage::{InstallCounters, InstallRecord, Storage};
 
 pub use image::SNAPSHOT_MAGIC;
 // The image format's pieces, for the fuzz entry points and test hooks.
@@ -104,6 +104,38 @@ impl CountingWriter<'_> {
         self.bytes += bytes.len() as u64;
         Ok(())
     }
+}
+
+/// Installs an image into the running store behind `storage`, checking
+/// every field of it against the format and the store's limits (see
+/// `storage/install.rs` for the steps and what a crash leaves).
+pub(crate) fn install_snapshot(storage: &Storage, input: &mut dyn Read) -> Result<SnapshotInfo> {
+    let limits = crate::command::Limits::from_config(storage.config());
+    let mut reader = ImageReader::new(input, limits)?;
+    let header = reader.header();
+    let counters = InstallCounters {
+        last_version: header.last_version,
+        last_log_index: header.last_log_index,
+        entries: header.entries,
+    };
+    let mut entry = ImageEntry::default();
+    storage.install(counters, &mut |record: &mut InstallRecord| {
+        if !reader.next_entry(&mut entry)? {
+            return Ok(false);
+        }
+        record.version = entry.version;
+        record.log_index = entry.log_index;
+        // The buffers change hands: no copy, and both are reused.
+        std::mem::swap(&mut record.key, &mut entry.key);
+        std::mem::swap(&mut record.value, &mut entry.value);
+        Ok(true)
+    })?;
+    Ok(SnapshotInfo {
+        last_log_index: header.last_log_index,
+        last_version: header.last_version,
+        keys: header.entries,
+        bytes: reader.bytes_read(),
+    })
 }
 
 #[cfg(test)]

@@ -35,14 +35,11 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::maintenance::Maintainer;
+use super::output::{self, OutputBuilder, OutputSpec};
 use super::segments::{Segment, SegmentTable};
-use crate::error::{Error, IoContext, Result};
-use crate::fault::IoOp;
+use crate::error::{Error, Result};
 use crate::index::{IndexEntry, RecordKeys};
-use crate::log_segment::{
-    MappedSegment, RecordSpec, SEGMENT_HEADER_LEN, SegmentHeader, encode_header, encode_marker,
-    encode_record, segment_file_name,
-};
+use crate::log_segment::segment_file_name;
 use crate::metrics::{Counter, MetricsHook};
 use crate::segment_meta::{key_hash, meta_file_name};
 
@@ -137,7 +134,7 @@ impl Maintainer<'_> {
         let outputs = match outputs {
             Ok(outputs) => outputs,
             Err(err) => {
-                self.remove_unswapped_outputs(&created);
+                output::remove_unswapped(self.files, &created);
                 return Err(err);
             }
         };
@@ -275,7 +272,7 @@ impl Maintainer<'_> {
             .find(|&count| count != crate::segment_meta::UNKNOWN_LIVE_KEYS)
             .unwrap_or(crate::segment_meta::UNKNOWN_LIVE_KEYS);
         let spec = OutputSpec {
-            run_rank,
+            rank: run_rank,
             live_keys_after,
         };
         let max_version = inputs
@@ -299,101 +296,21 @@ impl Maintainer<'_> {
                 crate::log_segment::encoded_record_len(key.len(), value.map_or(0, <[u8]>::len))
                     as u64;
             if !pending.is_empty()
-                && pending.bytes.len() as u64 + len > self.files.config.segment_size_bytes
+                && pending.len_bytes() + len > self.files.config.segment_size_bytes
             {
                 let full = std::mem::take(&mut pending);
-                outputs.push(self.finish_output(full, &spec, None, created)?);
+                outputs.push(output::write(self.files, full, &spec, None, created)?);
             }
-            pending.push(record, key, value);
+            let placed = pending.push(record.from, record.log_index, key, value);
+            assert_eq!(placed, record.from.len, "a copied record keeps its length");
         }
         // The last output carries the run's counters, so they survive even
         // if its newest records were dropped.
-        let counters = Some((max_version, max_log_index));
-        outputs.push(self.finish_output(pending, &spec, counters, created)?);
+        let counters = (max_version > 0).then_some((max_version, max_log_index));
+        outputs.push(output::write(
+            self.files, pending, &spec, counters, created,
+        )?);
         Ok(outputs)
-    }
-
-    fn finish_output(
-        &self,
-        mut output: OutputBuilder,
-        spec: &OutputSpec,
-        marker: Option<(u64, u64)>,
-        created: &mut Vec<u32>,
-    ) -> Result<(Arc<Segment>, Vec<IndexEntry>)> {
-        if let Some((version, log_index)) = marker.filter(|&(version, _)| version > 0) {
-            encode_marker(&mut output.bytes, version, log_index);
-        }
-        let id = self.files.allocate_segment_id()?;
-        created.push(id);
-        let header = SegmentHeader {
-            id,
-            rank: spec.run_rank,
-            compacted: true,
-        };
-        output.bytes[..SEGMENT_HEADER_LEN].copy_from_slice(&encode_header(header));
-        let name = segment_file_name(id);
-        let temp = format!("{name}.tmp");
-        let dir = &self.files.dir;
-        let file = dir.create_new(&temp)?;
-        dir.faults()
-            .check(IoOp::Write, &temp)
-            .context(|| format!("write {temp}"))?;
-        std::os::unix::fs::FileExt::write_all_at(&file, &output.bytes, 0)
-            .context(|| format!("write {temp}"))?;
-        dir.faults()
-            .check(IoOp::SyncFile, &temp)
-            .context(|| format!("fsync {temp}"))?;
-        file.sync_all().context(|| format!("fsync {temp}"))?;
-        dir.rename(&temp, &name)?;
-        dir.sync()?;
-        let map = MappedSegment::map(&file, id, 0)?;
-        let segment = Segment::new(map, header);
-        segment
-            .live_keys_after
-            .store(spec.live_keys_after, Ordering::Relaxed);
-        // Writing the metadata scans the output: every record is checked
-        // once more before anything points at it.
-        let meta = self.files.write_meta(&segment)?;
-        let entries = output
-            .placed
-            .iter()
-            .map(|&(offset, len, from)| IndexEntry {
-                segment_id: id,
-                offset,
-                len,
-                ..from
-            })
-            .collect();
-        let tombstone_bytes = meta.header().tombstone_bytes;
-        let map = MappedSegment::map(&file, id, 0)?;
-        let segment = Arc::new(Segment::with_meta(map, header, Arc::new(meta)));
-        segment.dead_bytes.store(
-            segment.len() - SEGMENT_HEADER_LEN as u64 - (output.record_bytes - tombstone_bytes),
-            Ordering::Relaxed,
-        );
-        segment.audited.store(true, Ordering::Relaxed);
-        Ok((segment, entries))
-    }
-
-    /// After a failed compaction: removes the files of the outputs it
-    /// created (never another file: the writer may be creating a segment).
-    /// Best effort: whatever stays is removed or used by the next open.
-    fn remove_unswapped_outputs(&self, created: &[u32]) {
-        for &id in created {
-            let segment = segment_file_name(id);
-            let meta = meta_file_name(id);
-            for name in [
-                format!("{meta}.tmp"),
-                meta,
-                format!("{segment}.tmp"),
-                segment,
-            ] {
-                if self.files.dir.exists(&name) {
-                    let _ = self.files.dir.remove(&name);
-                }
-            }
-        }
-        let _ = self.files.dir.sync();
     }
 
     fn swap_in(
@@ -465,57 +382,6 @@ fn held_outside(table: &SegmentTable, inputs: &[u32], run_rank: u32, key: &[u8])
         }
     }
     Ok(false)
-}
-
-/// What every output of one compaction shares.
-struct OutputSpec {
-    run_rank: u32,
-    live_keys_after: u64,
-}
-
-/// One output segment being assembled in memory.
-struct OutputBuilder {
-    bytes: Vec<u8>,
-    /// (offset, len, the record's old entry) per record.
-    placed: Vec<(u32, u32, IndexEntry)>,
-    record_bytes: u64,
-}
-
-impl Default for OutputBuilder {
-    fn default() -> Self {
-        OutputBuilder {
-            bytes: vec![0; SEGMENT_HEADER_LEN],
-            placed: Vec::new(),
-            record_bytes: 0,
-        }
-    }
-}
-
-impl OutputBuilder {
-    fn is_empty(&self) -> bool {
-        self.placed.is_empty()
-    }
-
-    fn push(&mut self, record: &Kept, key: &[u8], value: Option<&[u8]>) {
-        let offset = self.bytes.len() as u32;
-        // Each record becomes a command of its own: batches are long
-        // committed, and a copy of a batch's middle record must not look
-        // like a torn batch to the scanner.
-        let len = encode_record(
-            &mut self.bytes,
-            &RecordSpec {
-                version: record.from.version,
-                log_index: record.log_index,
-                key,
-                value,
-                start_of_command: true,
-                end_of_command: true,
-            },
-        ) as u32;
-        assert_eq!(len, record.from.len, "a copied record keeps its length");
-        self.placed.push((offset, len, record.from));
-        self.record_bytes += u64::from(len);
-    }
 }
 
 #[cfg(test)]

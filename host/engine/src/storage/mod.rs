@@ -20,8 +20,10 @@ mod compaction;
 mod cut;
 mod files;
 mod inspect;
+mod install;
 mod maintenance;
 mod merge;
+mod output;
 mod read;
 mod recovery;
 mod segments;
@@ -43,6 +45,7 @@ use crate::metrics::Metrics;
 pub use compaction::CompactionReport;
 pub use cut::ConsistentCut;
 pub use inspect::{RecordInfo, SegmentInfo};
+pub(crate) use install::{InstallCounters, InstallRecord};
 pub use recovery::{
     OpenReport, SalvageNote, SegmentVerdict, SegmentVerification, TailCut, TailKind,
     verify_segments,
@@ -226,6 +229,16 @@ impl Storage {
     #[cfg(any(test, feature = "test-hooks"))]
     pub fn audit_all(&self) -> Result<()> {
         self.maintenance.turn(self).audit_all()
+    }
+
+    /// Installs another store's state (see `install.rs`); `next` yields its
+    /// records in log order.
+    pub(crate) fn install(
+        &self,
+        counters: InstallCounters,
+        next: &mut dyn FnMut(&mut InstallRecord) -> Result<bool>,
+    ) -> Result<()> {
+        self.maintenance.turn(self).install(counters, next)
     }
 
     /// Compacts everything written so far (on demand: `hightower compact`).

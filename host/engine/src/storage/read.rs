@@ -72,6 +72,28 @@ impl ReadPath {
         }
     }
 
+    /// Replaces everything readers see with another state at once: under
+    /// the segment table's write lock (no lookup is in progress) and an odd
+    /// publish sequence (a lookup that started before retries), the table,
+    /// the hot index (emptied: lookups go to the new segments' metadata
+    /// until it fills again) and the published counters change together.
+    pub fn install(&self, table: SegmentTable, published: Published, live_keys: u64) {
+        let mut segments = self.segments_mut();
+        let seq = self.publish_seq.fetch_add(1, Ordering::SeqCst);
+        assert!(seq.is_multiple_of(2), "one publisher at a time");
+        *segments = table;
+        self.index.clear();
+        self.committed_version
+            .store(published.committed_version, Ordering::Release);
+        self.hot_complete
+            .store(published.hot_complete, Ordering::Release);
+        self.live_keys.store(live_keys, Ordering::Relaxed);
+        self.active_bytes
+            .store(published.active_bytes, Ordering::Relaxed);
+        self.active_id.store(published.active_id, Ordering::SeqCst);
+        self.publish_seq.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub fn segments(&self) -> RwLockReadGuard<'_, SegmentTable> {
         self.segments.read().expect("segment table lock poisoned")
     }

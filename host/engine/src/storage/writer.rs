@@ -102,6 +102,25 @@ impl<'s> WriterGuard<'s> {
         }
     }
 
+    /// After an installed snapshot: the writer continues in `active` (new
+    /// and empty) with the image's counters. Called with nothing staged.
+    pub(super) fn install(
+        &mut self,
+        active: ActiveSegment,
+        last_version: u64,
+        last_log_index: u64,
+    ) {
+        let writer = &mut *self.writer;
+        assert!(
+            writer.buf.is_empty() && writer.group.is_empty(),
+            "a snapshot is installed with nothing staged"
+        );
+        writer.active = Some(active);
+        writer.next_version = last_version + 1;
+        writer.last_log_index = last_log_index;
+        writer.pending_live_delta = 0;
+    }
+
     /// Fails if the store is read-only, or an earlier I/O error poisoned
     /// the writer.
     pub fn check_writable(&self) -> Result<()> {
@@ -330,6 +349,13 @@ impl<'s> WriterGuard<'s> {
     pub fn sync(&mut self) -> Result<()> {
         self.check_writable()?;
         self.guarded(|this| this.write_buf().and_then(|()| this.sync_active()))
+    }
+
+    /// Refuses every further write until the store is reopened: `err` left
+    /// the files in a state only a reopen resolves.
+    pub(super) fn poison(&mut self, err: &Error) {
+        tracing::error!(error = %err, "refusing writes until the store is reopened");
+        self.writer.poisoned.get_or_insert_with(|| err.to_string());
     }
 
     /// Runs `step`; an error poisons the writer.
